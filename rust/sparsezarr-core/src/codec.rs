@@ -1,0 +1,632 @@
+//! Codec plans: a zarr codec chain bound to one chunk representation.
+//!
+//! A [`CodecPlan`] is built once per array from its codec metadata and turns stored bytes into
+//! chunk elements and back. Codecs on the hot path run natively with reused per-thread contexts
+//! (`bytes` in native byte order, `zstd`, `crc32c`) and `sharding_indexed` is the engine's own
+//! (see [`crate::sharding`]); every other codec zarrs implements (blosc, gzip, zlib, bz2,
+//! transpose, bitround, fletcher32, ...) runs through zarrs' codec traits.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use zarrs::array::{
+    ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits, BytesRepresentation, BytesToBytesCodecTraits, Codec,
+    CodecOptions, DataType, FillValue,
+};
+use zarrs::metadata::v3::MetadataV3;
+use zarrs::plugin::ExtensionName;
+
+use crate::error::{Error, Result};
+use crate::sharding::ShardingPlan;
+use crate::store::{BytesValue, ValueReader};
+use crate::strided::{Direction, RawView, copy_selection, fill_buffer};
+use crate::selection::Selection;
+
+/// Options that affect decoding and encoding.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Verify checksums (crc32c and others) when decoding.
+    pub validate_checksums: bool,
+    /// Store chunks even when every element equals the fill value.
+    pub write_empty_chunks: bool,
+    /// Largest gap (bytes) between two inner chunks of a shard read with one request.
+    pub coalesce_max_gap: u64,
+    /// Largest size (bytes) of one coalesced request.
+    pub coalesce_max_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { validate_checksums: true, write_empty_chunks: false, coalesce_max_gap: 1 << 16, coalesce_max_bytes: 16 << 20 }
+    }
+}
+
+/// Shape, data type and fill value of a chunk at one stage of a codec chain.
+#[derive(Debug, Clone)]
+pub struct ArrayRepr {
+    /// Chunk shape.
+    pub shape: Vec<u64>,
+    /// Data type.
+    pub data_type: DataType,
+    /// Fill value.
+    pub fill_value: FillValue,
+}
+
+impl ArrayRepr {
+    /// Element size in bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for variable-size data types.
+    pub fn elem_size(&self) -> Result<usize> {
+        self.data_type
+            .fixed_size()
+            .ok_or_else(|| Error::Unsupported(format!("variable-size data type {}", self.data_type)))
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn num_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Size of the decoded chunk in bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for variable-size data types.
+    pub fn num_bytes(&self) -> Result<usize> {
+        usize::try_from(self.num_elements() * self.elem_size()? as u64)
+            .map_err(|_| Error::InvalidArgument("chunk too large for this platform".into()))
+    }
+
+    fn nz_shape(&self) -> Result<Vec<NonZeroU64>> {
+        self.shape
+            .iter()
+            .map(|&n| NonZeroU64::new(n).ok_or_else(|| Error::InvalidMetadata("chunk shape has a zero dimension".into())))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct A2AStage {
+    codec: Arc<dyn ArrayToArrayCodecTraits>,
+    input: ArrayRepr,
+    input_nz: Vec<NonZeroU64>,
+}
+
+#[derive(Debug)]
+enum A2BStage {
+    /// `bytes` codec, native byte order: the encoded bytes are the elements.
+    NativeBytes,
+    /// The engine's sharding codec.
+    Sharding(Box<ShardingPlan>),
+    /// Any other array-to-bytes codec (including `bytes` in a foreign byte order).
+    Zarrs(Arc<dyn ArrayToBytesCodecTraits>),
+}
+
+#[derive(Debug)]
+enum B2BStage {
+    Zstd { level: i32, checksum: bool },
+    Crc32c,
+    Zarrs { codec: Arc<dyn BytesToBytesCodecTraits>, decoded: BytesRepresentation },
+}
+
+/// A codec chain bound to one chunk representation.
+#[derive(Debug)]
+pub struct CodecPlan {
+    repr: ArrayRepr,
+    repr_nz: Vec<NonZeroU64>,
+    elem_size: usize,
+    a2a: Vec<A2AStage>,
+    a2b_input: ArrayRepr,
+    a2b_input_nz: Vec<NonZeroU64>,
+    a2b: A2BStage,
+    /// Size of the array-to-bytes output, if fixed.
+    a2b_encoded: BytesRepresentation,
+    b2b: Vec<B2BStage>,
+    codec_options: CodecOptions,
+    options: EngineOptions,
+}
+
+fn codec_err(e: impl std::fmt::Display) -> Error {
+    Error::decode("", e)
+}
+
+fn is_native_endian(config: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
+    match config.and_then(|c| c.get("endian")).and_then(|e| e.as_str()) {
+        None => true,
+        Some(e) => (e == "little") == cfg!(target_endian = "little"),
+    }
+}
+
+impl CodecPlan {
+    /// Build a plan for chunks of `repr` from codec metadata (zarr v3 form).
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for codecs or data types the engine cannot run (callers may
+    /// fall back), or [`Error::InvalidMetadata`] for malformed metadata.
+    pub fn new(codecs: &[MetadataV3], repr: ArrayRepr, options: &EngineOptions) -> Result<Self> {
+        let elem_size = repr.elem_size()?;
+        let codec_options = CodecOptions::default().with_validate_checksums(options.validate_checksums);
+        let mut a2a = Vec::new();
+        let mut a2b: Option<A2BStage> = None;
+        let mut b2b_meta: Vec<&MetadataV3> = Vec::new();
+        let mut current = repr.clone();
+        for meta in codecs {
+            let name = meta.name();
+            if a2b.is_none() {
+                if name == "sharding_indexed" {
+                    a2b = Some(A2BStage::Sharding(Box::new(ShardingPlan::new(meta, current.clone(), options)?)));
+                    continue;
+                }
+                if name == "bytes" && is_native_endian(meta.configuration().map(|c| &**c)) {
+                    a2b = Some(A2BStage::NativeBytes);
+                    continue;
+                }
+                match Codec::from_metadata(meta) {
+                    Ok(Codec::ArrayToArray(codec)) => {
+                        let input_nz = current.nz_shape()?;
+                        let (shape, data_type, fill_value) = codec
+                            .encoded_representation(&input_nz, &current.data_type, &current.fill_value)
+                            .map_err(|e| Error::InvalidMetadata(format!("codec {name}: {e}")))?;
+                        let next = ArrayRepr { shape: shape.iter().map(|n| n.get()).collect(), data_type, fill_value };
+                        a2a.push(A2AStage { codec, input: current, input_nz });
+                        current = next;
+                    }
+                    Ok(Codec::ArrayToBytes(codec)) => a2b = Some(A2BStage::Zarrs(codec)),
+                    Ok(Codec::BytesToBytes(_)) => {
+                        return Err(Error::InvalidMetadata(format!("bytes-to-bytes codec {name} before the array-to-bytes codec")));
+                    }
+                    Err(e) => {
+                        if meta.must_understand() {
+                            return Err(Error::Unsupported(format!("codec {name}: {e}")));
+                        }
+                    }
+                }
+            } else {
+                b2b_meta.push(meta);
+            }
+        }
+        let a2b = a2b.ok_or_else(|| Error::InvalidMetadata("no array-to-bytes codec".into()))?;
+        if a2b_needs_fixed(&a2b) {
+            current.elem_size()?;
+        }
+        let a2b_input_nz = current.nz_shape()?;
+        let a2b_encoded = match &a2b {
+            A2BStage::NativeBytes => BytesRepresentation::FixedSize(current.num_bytes()? as u64),
+            A2BStage::Sharding(_) => BytesRepresentation::UnboundedSize,
+            A2BStage::Zarrs(c) => c
+                .encoded_representation(&a2b_input_nz, &current.data_type, &current.fill_value)
+                .map_err(|e| Error::InvalidMetadata(e.to_string()))?,
+        };
+        let mut b2b = Vec::new();
+        let mut decoded = a2b_encoded;
+        for meta in b2b_meta {
+            let name = meta.name();
+            let stage = match name {
+                "zstd" => {
+                    let cfg = meta.configuration();
+                    let level = cfg.and_then(|c| c.get("level")).and_then(serde_json::Value::as_i64).unwrap_or(0);
+                    let checksum = cfg.and_then(|c| c.get("checksum")).and_then(serde_json::Value::as_bool).unwrap_or(false);
+                    B2BStage::Zstd { level: i32::try_from(level).map_err(|_| Error::InvalidMetadata("zstd level".into()))?, checksum }
+                }
+                "crc32c" => B2BStage::Crc32c,
+                _ => match Codec::from_metadata(meta) {
+                    Ok(Codec::BytesToBytes(codec)) => B2BStage::Zarrs { codec, decoded },
+                    Ok(_) => return Err(Error::InvalidMetadata(format!("codec {name} after the array-to-bytes codec"))),
+                    Err(e) => {
+                        if meta.must_understand() {
+                            return Err(Error::Unsupported(format!("codec {name}: {e}")));
+                        }
+                        continue;
+                    }
+                },
+            };
+            decoded = match &stage {
+                B2BStage::Zstd { .. } => BytesRepresentation::UnboundedSize,
+                B2BStage::Crc32c => match decoded {
+                    BytesRepresentation::FixedSize(n) => BytesRepresentation::FixedSize(n + 4),
+                    BytesRepresentation::BoundedSize(n) => BytesRepresentation::BoundedSize(n + 4),
+                    BytesRepresentation::UnboundedSize => BytesRepresentation::UnboundedSize,
+                },
+                B2BStage::Zarrs { codec, decoded } => codec.encoded_representation(decoded),
+            };
+            b2b.push(stage);
+        }
+        Ok(Self {
+            repr_nz: repr.nz_shape()?,
+            repr,
+            elem_size,
+            a2a,
+            a2b_input: current,
+            a2b_input_nz,
+            a2b,
+            a2b_encoded,
+            b2b,
+            codec_options,
+            options: options.clone(),
+        })
+    }
+
+    /// The decoded chunk representation.
+    #[must_use]
+    pub fn repr(&self) -> &ArrayRepr {
+        &self.repr
+    }
+
+    /// Element size in bytes.
+    #[must_use]
+    pub fn elem_size(&self) -> usize {
+        self.elem_size
+    }
+
+    /// The sharding plan, if this chain is exactly one `sharding_indexed` codec (so that partial
+    /// reads and writes of shards are possible).
+    #[must_use]
+    pub fn as_sharding(&self) -> Option<&ShardingPlan> {
+        match (&self.a2b, self.a2a.is_empty(), self.b2b.is_empty()) {
+            (A2BStage::Sharding(s), true, true) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Encoded size for a fixed-size chain (no compression), if it is fixed.
+    #[must_use]
+    pub fn fixed_encoded_size(&self) -> Option<u64> {
+        let mut size = match self.a2b_encoded {
+            BytesRepresentation::FixedSize(n) => n,
+            _ => return None,
+        };
+        for stage in &self.b2b {
+            size = match stage {
+                B2BStage::Crc32c => size + 4,
+                B2BStage::Zarrs { codec, decoded } => match codec.encoded_representation(decoded) {
+                    BytesRepresentation::FixedSize(n) => n,
+                    _ => return None,
+                },
+                B2BStage::Zstd { .. } => return None,
+            };
+        }
+        Some(size)
+    }
+
+    /// Decode one stored chunk to its C-ordered element bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] (without a key; see [`Error::with_key`]) if the bytes are corrupt.
+    pub fn decode<'a>(&self, encoded: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
+        let mut bytes = encoded;
+        for stage in self.b2b.iter().rev() {
+            bytes = self.decode_b2b(stage, bytes)?;
+        }
+        let mut arr: Cow<'a, [u8]> = match &self.a2b {
+            A2BStage::NativeBytes => {
+                let want = self.a2b_input.num_bytes()?;
+                if bytes.len() != want {
+                    return Err(codec_err(format!("expected {want} decoded bytes, got {}", bytes.len())));
+                }
+                bytes
+            }
+            A2BStage::Sharding(plan) => {
+                let value = BytesValue::new("", &bytes);
+                let mut buf = vec![0u8; self.a2b_input.num_bytes()?];
+                let view = RawView::c_order(&mut buf, &self.a2b_input.shape, self.a2b_input.elem_size()?);
+                plan.read_into(&value, &Selection::whole(&self.a2b_input.shape, &vec![0; self.a2b_input.shape.len()]), &view, 0, None)?;
+                Cow::Owned(buf)
+            }
+            A2BStage::Zarrs(codec) => {
+                let decoded = codec
+                    .decode(bytes, &self.a2b_input_nz, &self.a2b_input.data_type, &self.a2b_input.fill_value, &self.codec_options)
+                    .map_err(codec_err)?;
+                decoded.into_fixed().map_err(codec_err)?
+            }
+        };
+        for stage in self.a2a.iter().rev() {
+            let decoded = stage
+                .codec
+                .decode(ArrayBytes::new_flen(arr), &stage.input_nz, &stage.input.data_type, &stage.input.fill_value, &self.codec_options)
+                .map_err(codec_err)?;
+            arr = decoded.into_fixed().map_err(codec_err)?;
+        }
+        let want = self.repr.num_bytes()?;
+        if arr.len() != want {
+            return Err(codec_err(format!("decoded chunk has {} bytes, expected {want}", arr.len())));
+        }
+        Ok(arr)
+    }
+
+    fn decode_b2b<'a>(&self, stage: &B2BStage, bytes: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
+        match stage {
+            B2BStage::Zstd { .. } => zstd_decode(&bytes).map(Cow::Owned),
+            B2BStage::Crc32c => {
+                if bytes.len() < 4 {
+                    return Err(codec_err("crc32c: value shorter than its checksum"));
+                }
+                let n = bytes.len() - 4;
+                if self.options.validate_checksums {
+                    let stored = u32::from_le_bytes(bytes[n..].try_into().unwrap_or_default());
+                    let actual = crc32c::crc32c(&bytes[..n]);
+                    if stored != actual {
+                        return Err(codec_err(format!("crc32c checksum mismatch (stored {stored:#010x}, computed {actual:#010x})")));
+                    }
+                }
+                Ok(match bytes {
+                    Cow::Borrowed(b) => Cow::Borrowed(&b[..n]),
+                    Cow::Owned(mut v) => {
+                        v.truncate(n);
+                        Cow::Owned(v)
+                    }
+                })
+            }
+            B2BStage::Zarrs { codec, decoded } => codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err),
+        }
+    }
+
+    /// Encode C-ordered chunk elements.
+    ///
+    /// # Errors
+    /// Returns [`Error::Encode`] (without a key) if a codec fails.
+    pub fn encode(&self, chunk: Cow<'_, [u8]>) -> Result<Vec<u8>> {
+        let enc = |e: &dyn std::fmt::Display| Error::encode("", e);
+        let mut arr = chunk;
+        for stage in &self.a2a {
+            let encoded = stage
+                .codec
+                .encode(ArrayBytes::new_flen(arr), &stage.input_nz, &stage.input.data_type, &stage.input.fill_value, &self.codec_options)
+                .map_err(|e| enc(&e))?;
+            arr = encoded.into_fixed().map_err(|e| enc(&e))?;
+        }
+        let mut bytes: Cow<'_, [u8]> = match &self.a2b {
+            A2BStage::NativeBytes => arr,
+            A2BStage::Sharding(plan) => {
+                let view = RawView::c_order_const(&arr, &self.a2b_input.shape, self.a2b_input.elem_size()?);
+                let sel = Selection::whole(&self.a2b_input.shape, &vec![0; self.a2b_input.shape.len()]);
+                match plan.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 })? {
+                    Some(v) => Cow::Owned(v),
+                    // An all-fill shard still needs bytes here (the outer chain encodes it).
+                    None => Cow::Owned(plan.empty_shard()?),
+                }
+            }
+            A2BStage::Zarrs(codec) => codec
+                .encode(ArrayBytes::new_flen(arr), &self.a2b_input_nz, &self.a2b_input.data_type, &self.a2b_input.fill_value, &self.codec_options)
+                .map_err(|e| enc(&e))?,
+        };
+        for stage in &self.b2b {
+            bytes = match stage {
+                B2BStage::Zstd { level, checksum } => Cow::Owned(zstd_encode(&bytes, *level, *checksum)?),
+                B2BStage::Crc32c => {
+                    let crc = crc32c::crc32c(&bytes);
+                    let mut v = bytes.into_owned();
+                    v.extend_from_slice(&crc.to_le_bytes());
+                    Cow::Owned(v)
+                }
+                B2BStage::Zarrs { codec, .. } => codec.encode(bytes, &self.codec_options).map_err(|e| enc(&e))?,
+            };
+        }
+        Ok(bytes.into_owned())
+    }
+
+    /// Read the elements `sel` names from the stored chunk `value` into `out`.
+    ///
+    /// Sharded chains read only the inner chunks that are needed.
+    ///
+    /// # Errors
+    /// Returns an error if the value is corrupt or the selection does not fit.
+    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&crate::sharding::IndexCache>) -> Result<()> {
+        if let Some(plan) = self.as_sharding() {
+            return plan.read_into(value, sel, out, swap, cache);
+        }
+        let bytes = value.read_all()?;
+        let chunk = self.decode(bytes).map_err(|e| e.with_key(value.key()))?;
+        let view = RawView::c_order_const(&chunk, &self.repr.shape, self.elem_size);
+        copy_selection(&view, out, sel, Direction::ChunkToOut, swap)
+    }
+
+    /// Produce the new stored bytes of a chunk after writing `src` to the elements `sel` names.
+    ///
+    /// `existing` is the currently stored value (if any and if the write does not cover the whole
+    /// chunk). Returns `None` if the chunk should be deleted (every element is the fill value and
+    /// empty chunks are not written).
+    ///
+    /// # Errors
+    /// Returns an error if the existing value is corrupt or encoding fails.
+    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>) -> Result<Option<Vec<u8>>> {
+        if let Some(plan) = self.as_sharding() {
+            return plan.write_from(existing, sel, src);
+        }
+        let n = self.repr.num_bytes()?;
+        let mut chunk: Vec<u8> = match existing {
+            Some(v) if !sel.covers(&self.repr.shape) => {
+                let bytes = v.read_all()?;
+                self.decode(bytes).map_err(|e| e.with_key(v.key()))?.into_owned()
+            }
+            _ => {
+                let mut buf = vec![0u8; n];
+                if !sel.covers(&self.repr.shape) {
+                    fill_buffer(&mut buf, self.repr.fill_value.as_ne_bytes());
+                }
+                buf
+            }
+        };
+        {
+            let view = RawView::c_order(&mut chunk, &self.repr.shape, self.elem_size);
+            src.copy_into(&view, sel)?;
+        }
+        if !self.options.write_empty_chunks && self.is_fill(&chunk) {
+            return Ok(None);
+        }
+        self.encode(Cow::Owned(chunk)).map(Some)
+    }
+
+    /// Whether every element of a decoded chunk equals the fill value (as zarr-python decides it:
+    /// NaN equals NaN, and zeros are compared bit for bit).
+    #[must_use]
+    pub fn is_fill(&self, chunk: &[u8]) -> bool {
+        crate::dtype::all_fill(chunk, &self.repr.data_type, &self.repr.fill_value)
+    }
+
+    /// The decoded fill-value chunk, encoded (the bytes of an all-fill chunk).
+    ///
+    /// # Errors
+    /// Returns an error if encoding fails.
+    pub fn encode_fill_chunk(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.repr.num_bytes()?];
+        fill_buffer(&mut buf, self.repr.fill_value.as_ne_bytes());
+        self.encode(Cow::Owned(buf))
+    }
+
+    /// Engine options this plan was built with.
+    #[must_use]
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Shape as non-zero values (for zarrs APIs).
+    #[must_use]
+    pub fn shape_nz(&self) -> &[NonZeroU64] {
+        &self.repr_nz
+    }
+}
+
+fn a2b_needs_fixed(stage: &A2BStage) -> bool {
+    matches!(stage, A2BStage::NativeBytes | A2BStage::Sharding(_))
+}
+
+/// Where written elements come from.
+pub enum ValueSource<'a> {
+    /// An array (the output-side selection indexes it), with a byte-swap unit (0 = native).
+    Array {
+        /// The input array.
+        view: &'a RawView,
+        /// Byte-swap unit for a foreign byte order, 0 for native.
+        swap: usize,
+    },
+    /// One element (native byte order) written to every selected position.
+    Scalar(&'a [u8]),
+}
+
+impl ValueSource<'_> {
+    /// Copy the selected elements into a chunk view.
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] if the selection does not fit.
+    pub fn copy_into(&self, chunk: &RawView, sel: &Selection) -> Result<()> {
+        match self {
+            Self::Array { view, swap } => copy_selection(chunk, view, sel, Direction::OutToChunk, *swap),
+            Self::Scalar(elem) => crate::strided::fill_selection(chunk, sel, elem, true),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// zstd with per-thread contexts
+// ------------------------------------------------------------------------------------------------
+
+thread_local! {
+    static ZSTD_D: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
+    static ZSTD_C: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Largest decompressed size trusted from a frame header without other evidence (16 GiB).
+const MAX_FRAME_CONTENT: u64 = 16 << 30;
+
+fn zstd_decode(src: &[u8]) -> Result<Vec<u8>> {
+    use zstd::zstd_safe;
+    let size = match zstd_safe::get_frame_content_size(src) {
+        Ok(Some(n)) if n <= MAX_FRAME_CONTENT => Some(n),
+        Ok(_) => None,
+        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
+    };
+    if let Some(n) = size
+        && zstd_safe::find_frame_compressed_size(src).is_ok_and(|c| c == src.len())
+    {
+        #[allow(clippy::cast_possible_truncation)]
+        let mut out: Vec<u8> = Vec::with_capacity(n as usize);
+        let r = ZSTD_D.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
+            ctx.decompress(&mut out, src)
+        });
+        return match r {
+            Ok(_) if out.len() as u64 == n => Ok(out),
+            Ok(got) => Err(codec_err(format!("zstd: frame declares {n} bytes but decoded {got}"))),
+            Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
+        };
+    }
+    // Unknown content size or several frames: stream.
+    zstd::stream::decode_all(src).map_err(|e| codec_err(format!("zstd: {e}")))
+}
+
+fn zstd_encode(src: &[u8], level: i32, checksum: bool) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{self, CParameter};
+    let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(src.len()));
+    let r = ZSTD_C.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let ctx = guard.get_or_insert_with(zstd_safe::CCtx::create);
+        ctx.set_parameter(CParameter::CompressionLevel(level))?;
+        ctx.set_parameter(CParameter::ChecksumFlag(checksum))?;
+        ctx.set_parameter(CParameter::ContentSizeFlag(true))?;
+        ctx.compress2(&mut out, src)
+    });
+    match r {
+        Ok(_) => Ok(out),
+        Err(code) => Err(Error::encode("", format!("zstd: {}", zstd_safe::get_error_name(code)))),
+    }
+}
+
+/// Build codec metadata from a JSON list (`[{"name": ..., "configuration": ...}, ...]`).
+///
+/// # Errors
+/// Returns [`Error::InvalidMetadata`] if the JSON is not a codec list.
+pub fn codecs_from_json(value: &serde_json::Value) -> Result<Vec<MetadataV3>> {
+    serde_json::from_value(value.clone()).map_err(|e| Error::InvalidMetadata(format!("codec list: {e}")))
+}
+
+/// The v3 name of a data type (e.g. `float32`).
+#[must_use]
+pub fn data_type_name(dt: &DataType) -> String {
+    dt.name_v3().map_or_else(|| dt.to_string(), |n| n.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_repr(shape: &[u64]) -> ArrayRepr {
+        ArrayRepr { shape: shape.to_vec(), data_type: zarrs::array::data_type::float32(), fill_value: FillValue::from(0f32) }
+    }
+
+    fn plan(json: &str, repr: ArrayRepr) -> CodecPlan {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        CodecPlan::new(&codecs_from_json(&v).unwrap(), repr, &EngineOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn roundtrip_chains() {
+        let data: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        for chain in [
+            r#"[{"name":"bytes","configuration":{"endian":"little"}}]"#,
+            r#"[{"name":"bytes","configuration":{"endian":"big"}},{"name":"crc32c"}]"#,
+            r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":true}}]"#,
+            r#"[{"name":"transpose","configuration":{"order":[1,0]}},{"name":"bytes","configuration":{"endian":"little"}},{"name":"gzip","configuration":{"level":1}},{"name":"crc32c"}]"#,
+            r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"blosc","configuration":{"cname":"lz4","clevel":5,"shuffle":"shuffle","typesize":4,"blocksize":0}}]"#,
+        ] {
+            let p = plan(chain, f32_repr(&[8, 8]));
+            let enc = p.encode(Cow::Borrowed(&data)).unwrap();
+            let dec = p.decode(Cow::Owned(enc)).unwrap();
+            assert_eq!(&*dec, &data[..], "{chain}");
+        }
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        let p = plan(r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}},{"name":"crc32c"}]"#, f32_repr(&[4]));
+        let mut enc = p.encode(Cow::Owned(vec![1u8; 16])).unwrap();
+        enc[2] ^= 0xff;
+        assert!(matches!(p.decode(Cow::Owned(enc)), Err(Error::Decode { .. })));
+        assert!(p.decode(Cow::Owned(vec![1, 2])).is_err());
+        let p = plan(r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}}]"#, f32_repr(&[4]));
+        assert!(p.decode(Cow::Owned(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0])).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! Process-wide execution resources: thread pools that survive `fork()`.
+//!
+//! rayon's global pool deadlocks in a forked child (its worker threads do not exist there, but its
+//! registry says they do). sparsezarr never uses the global pool: every parallel section runs in a
+//! pool owned by a [`Runtime`] that records the process id it was created in. When the current
+//! process id differs (we are in a forked child), a fresh runtime is created and the parent's is
+//! leaked: its threads do not exist in the child, and its locks may be held by threads that no
+//! longer exist, so it must never be touched or dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// Thread pools of one process.
+pub struct Runtime {
+    pid: u32,
+    pools: Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>,
+}
+
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Number of CPU cores available to this process.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+impl Runtime {
+    /// The runtime of the current process, created on first use (and anew after a fork).
+    pub fn get() -> &'static Runtime {
+        let pid = std::process::id();
+        let current = RUNTIME.load(Ordering::Acquire);
+        if !current.is_null() {
+            // SAFETY: runtimes are leaked, never freed, so a non-null pointer stays valid.
+            let rt = unsafe { &*current };
+            if rt.pid == pid {
+                return rt;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Runtime { pid, pools: Mutex::new(HashMap::new()) }));
+        match RUNTIME.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: `fresh` was just leaked from a Box.
+            Ok(_) => unsafe { &*fresh },
+            Err(winner) => {
+                // Another thread installed a runtime first; use it and free ours.
+                // SAFETY: `fresh` is ours alone and was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: as above, runtimes are never freed.
+                let rt = unsafe { &*winner };
+                if rt.pid == pid { rt } else { Self::get() }
+            }
+        }
+    }
+
+    /// The thread pool with `threads` workers (0 = one per core).
+    ///
+    /// # Errors
+    /// Returns [`Error::Internal`] if the operating system refuses to start threads.
+    pub fn pool(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+        let threads = if threads == 0 { available_cores() } else { threads };
+        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pool) = pools.get(&threads) {
+            return Ok(pool.clone());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("sparsezarr-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start thread pool: {e}")))?;
+        let pool = Arc::new(pool);
+        pools.insert(threads, pool.clone());
+        Ok(pool)
+    }
+}
+
+/// Run `f` inside the pool with `threads` workers (0 = one per core), catching panics.
+///
+/// # Errors
+/// Propagates the error of `f`; a panic becomes [`Error::Internal`].
+pub fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let pool = Runtime::get().pool(threads)?;
+    crate::error::catch_panic(|| pool.install(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    #[test]
+    fn pool_runs_parallel_work() {
+        let sum: u64 = run_in_pool(2, || Ok((0..1000u64).into_par_iter().sum())).unwrap();
+        assert_eq!(sum, 499_500);
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let r: Result<()> = run_in_pool(1, || panic!("boom"));
+        assert!(matches!(r, Err(Error::Internal(m)) if m.contains("boom")));
+    }
+}

@@ -1,0 +1,498 @@
+//! Copying selected elements between N-dimensional buffers (gather and scatter).
+//!
+//! Decoded chunks are C-ordered byte buffers; the arrays Python hands us may have any strides
+//! (F order, views, broadcasts with zero strides). A [`RawView`] describes such memory, and
+//! [`copy_selection`] moves the elements a [`Selection`] names between a chunk and an array,
+//! in either direction, optionally byte-swapping (for non-native byte orders). Contiguous runs are
+//! copied with `memcpy`; adjacent dimensions that are contiguous on both sides are merged first, so
+//! a whole chunk landing in a C-ordered output costs one `memcpy` per output row segment.
+
+use crate::error::{Error, Result};
+use crate::selection::{DimSel, Selection};
+
+/// Raw N-dimensional memory: base pointer, shape, strides in bytes, element size.
+#[derive(Debug, Clone)]
+pub struct RawView {
+    ptr: *mut u8,
+    shape: Vec<u64>,
+    strides: Vec<isize>,
+    itemsize: usize,
+}
+
+// SAFETY: a RawView is only a description of memory; the code that creates one guarantees the
+// memory outlives its uses, and concurrent writers only ever write disjoint elements.
+unsafe impl Send for RawView {}
+// SAFETY: see above.
+unsafe impl Sync for RawView {}
+
+impl RawView {
+    /// Describe strided memory.
+    ///
+    /// # Safety
+    /// Every element reachable with in-bounds indices (`0 <= i[d] < shape[d]`) must be valid
+    /// memory of `itemsize` bytes for as long as the view is used, writable if it is written to.
+    #[must_use]
+    pub unsafe fn new(ptr: *mut u8, shape: Vec<u64>, strides: Vec<isize>, itemsize: usize) -> Self {
+        debug_assert_eq!(shape.len(), strides.len());
+        Self { ptr, shape, strides, itemsize }
+    }
+
+    /// A C-ordered view of `buf`.
+    ///
+    /// # Panics
+    /// Panics if `buf` is smaller than `shape` requires.
+    #[must_use]
+    pub fn c_order(buf: &mut [u8], shape: &[u64], itemsize: usize) -> Self {
+        let n: u64 = shape.iter().product();
+        assert!(buf.len() as u64 >= n * itemsize as u64, "buffer too small for view");
+        Self { ptr: buf.as_mut_ptr(), shape: shape.to_vec(), strides: c_strides(shape, itemsize), itemsize }
+    }
+
+    /// A C-ordered read-only view of `buf` (must not be written through).
+    ///
+    /// # Panics
+    /// Panics if `buf` is smaller than `shape` requires.
+    #[must_use]
+    pub fn c_order_const(buf: &[u8], shape: &[u64], itemsize: usize) -> Self {
+        let n: u64 = shape.iter().product();
+        assert!(buf.len() as u64 >= n * itemsize as u64, "buffer too small for view");
+        Self { ptr: buf.as_ptr().cast_mut(), shape: shape.to_vec(), strides: c_strides(shape, itemsize), itemsize }
+    }
+
+    /// Shape of the view.
+    #[must_use]
+    pub fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
+    /// Element size in bytes.
+    #[must_use]
+    pub fn itemsize(&self) -> usize {
+        self.itemsize
+    }
+
+    /// Strides in bytes.
+    #[must_use]
+    pub fn strides(&self) -> &[isize] {
+        &self.strides
+    }
+
+    /// Base pointer.
+    #[must_use]
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+/// Byte strides of a C-ordered array.
+#[must_use]
+pub fn c_strides(shape: &[u64], itemsize: usize) -> Vec<isize> {
+    let mut strides = vec![0isize; shape.len()];
+    let mut acc = itemsize as isize;
+    for d in (0..shape.len()).rev() {
+        strides[d] = acc;
+        #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+        {
+            acc *= shape[d] as isize;
+        }
+    }
+    strides
+}
+
+/// Byte offsets along one axis of the iteration.
+#[derive(Debug, Clone)]
+enum Offsets {
+    Arith { start: isize, step: isize },
+    List(Vec<isize>),
+}
+
+impl Offsets {
+    #[inline]
+    fn at(&self, k: usize) -> isize {
+        match self {
+            #[allow(clippy::cast_possible_wrap)]
+            Self::Arith { start, step } => start + step * k as isize,
+            Self::List(v) => v[k],
+        }
+    }
+
+    #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+    fn of(sel: &DimSel, stride: isize) -> Self {
+        match sel {
+            DimSel::Range { start, step, .. } => Self::Arith { start: *start as isize * stride, step: *step as isize * stride },
+            DimSel::List(v) => Self::List(v.iter().map(|&i| i as isize * stride).collect()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Axis {
+    len: usize,
+    src: Offsets,
+    dst: Offsets,
+}
+
+/// Which way elements move in [`copy_selection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From a chunk into the output array (a read).
+    ChunkToOut,
+    /// From the input array into a chunk (a write).
+    OutToChunk,
+}
+
+/// Per-axis (chunk offsets, out offsets) for `sel`, checking bounds against both views.
+fn axes_for(sel: &Selection, chunk: &RawView, out: &RawView) -> Result<Vec<(usize, Offsets, Offsets)>> {
+    sel.check(&chunk.shape)?;
+    #[allow(clippy::cast_possible_truncation)]
+    match sel {
+        Selection::Orthogonal { chunk: cs, out: os } => {
+            let kept = os.iter().filter(|o| o.is_some()).count();
+            if kept != out.shape.len() {
+                return Err(Error::Selection(format!(
+                    "selection keeps {kept} dimensions but the array has {}",
+                    out.shape.len()
+                )));
+            }
+            let mut od = 0;
+            let mut axes = Vec::with_capacity(cs.len());
+            for (d, (c, o)) in cs.iter().zip(os).enumerate() {
+                let co = Offsets::of(c, chunk.strides[d]);
+                let oo = match o {
+                    Some(o) => {
+                        o.check_bounds(out.shape[od])?;
+                        let off = Offsets::of(o, out.strides[od]);
+                        od += 1;
+                        off
+                    }
+                    None => Offsets::Arith { start: 0, step: 0 },
+                };
+                axes.push((c.len() as usize, co, oo));
+            }
+            Ok(axes)
+        }
+        Selection::Points { coords, out: o } => {
+            if out.shape.len() != 1 {
+                return Err(Error::Selection("a point selection needs a one-dimensional array".into()));
+            }
+            o.check_bounds(out.shape[0])?;
+            let n = o.len() as usize;
+            let mut co = vec![0isize; n];
+            for (d, c) in coords.iter().enumerate() {
+                let s = chunk.strides[d];
+                for (acc, &x) in co.iter_mut().zip(c) {
+                    #[allow(clippy::cast_possible_wrap)]
+                    {
+                        *acc += x as isize * s;
+                    }
+                }
+            }
+            Ok(vec![(n, Offsets::List(co), Offsets::of(o, out.strides[0]))])
+        }
+    }
+}
+
+/// Copy the elements named by `sel` between `chunk` and `out`.
+///
+/// `swap` is the byte-swap unit (0 = none; e.g. 4 for a big-endian `int32` array on a
+/// little-endian machine, 8 for `complex128`).
+///
+/// # Errors
+/// Returns [`Error::Selection`] if the selection does not fit either view, or
+/// [`Error::InvalidArgument`] if the element sizes differ.
+pub fn copy_selection(chunk: &RawView, out: &RawView, sel: &Selection, dir: Direction, swap: usize) -> Result<()> {
+    if chunk.itemsize != out.itemsize {
+        return Err(Error::InvalidArgument(format!(
+            "element size mismatch: {} vs {}",
+            chunk.itemsize, out.itemsize
+        )));
+    }
+    let axes = axes_for(sel, chunk, out)?;
+    let (src, dst, axes): (*const u8, *mut u8, Vec<Axis>) = match dir {
+        Direction::ChunkToOut => (chunk.ptr, out.ptr, axes.into_iter().map(|(len, c, o)| Axis { len, src: c, dst: o }).collect()),
+        Direction::OutToChunk => (out.ptr, chunk.ptr, axes.into_iter().map(|(len, c, o)| Axis { len, src: o, dst: c }).collect()),
+    };
+    // SAFETY: all offsets were bounds-checked against both views above.
+    unsafe { run(src, dst, axes, chunk.itemsize, swap) };
+    Ok(())
+}
+
+/// Write the element `value` to every element of `view` that `sel` names (its chunk side if
+/// `chunk_side`, its output side otherwise).
+///
+/// # Errors
+/// Returns [`Error::Selection`] if the selection does not fit the view.
+pub fn fill_selection(view: &RawView, sel: &Selection, value: &[u8], chunk_side: bool) -> Result<()> {
+    if value.len() != view.itemsize {
+        return Err(Error::InvalidArgument("fill value size differs from the element size".into()));
+    }
+    let axes: Vec<Axis> = if chunk_side {
+        sel.check(&view.shape)?;
+        let dummy = RawView { ptr: view.ptr, shape: vec![u64::MAX; out_rank(sel)], strides: vec![0; out_rank(sel)], itemsize: view.itemsize };
+        axes_for(sel, view, &dummy)?.into_iter().map(|(len, c, _)| Axis { len, src: Offsets::Arith { start: 0, step: 0 }, dst: c }).collect()
+    } else {
+        let dummy = RawView { ptr: view.ptr, shape: chunk_extent(sel), strides: vec![0; chunk_rank(sel)], itemsize: view.itemsize };
+        axes_for(sel, &dummy, view)?.into_iter().map(|(len, _, o)| Axis { len, src: Offsets::Arith { start: 0, step: 0 }, dst: o }).collect()
+    };
+    // SAFETY: offsets were bounds-checked; the source offsets are all zero into `value`.
+    unsafe { run(value.as_ptr(), view.ptr, axes, view.itemsize, 0) };
+    Ok(())
+}
+
+/// Write the element `value` to every element of `view`.
+pub fn fill_all(view: &RawView, value: &[u8]) {
+    let sel = Selection::whole(&view.shape.clone(), &vec![0; view.shape.len()]);
+    // Cannot fail: the whole-view selection is in bounds by construction.
+    let _ = fill_selection(view, &sel, value, true);
+}
+
+/// Fill a C-ordered buffer with copies of `value`.
+pub fn fill_buffer(buf: &mut [u8], value: &[u8]) {
+    if value.iter().all(|&b| b == value[0]) {
+        buf.fill(value[0]);
+    } else {
+        for c in buf.chunks_exact_mut(value.len()) {
+            c.copy_from_slice(value);
+        }
+    }
+}
+
+fn out_rank(sel: &Selection) -> usize {
+    match sel {
+        Selection::Orthogonal { out, .. } => out.iter().filter(|o| o.is_some()).count(),
+        Selection::Points { .. } => 1,
+    }
+}
+
+fn chunk_rank(sel: &Selection) -> usize {
+    match sel {
+        Selection::Orthogonal { chunk, .. } => chunk.len(),
+        Selection::Points { coords, .. } => coords.len(),
+    }
+}
+
+fn chunk_extent(sel: &Selection) -> Vec<u64> {
+    match sel {
+        Selection::Orthogonal { chunk, .. } => chunk.iter().map(|c| c.max().map_or(1, |m| m + 1)).collect(),
+        Selection::Points { coords, .. } => coords.iter().map(|c| c.iter().max().map_or(1, |m| m + 1)).collect(),
+    }
+}
+
+/// Simplify the iteration: drop length-1 axes (folding their offsets into the bases) and merge
+/// adjacent axes that are contiguous on both sides.
+fn simplify(src: &mut *const u8, dst: &mut *mut u8, axes: Vec<Axis>) -> Vec<Axis> {
+    let mut out: Vec<Axis> = Vec::with_capacity(axes.len());
+    for a in axes {
+        if a.len == 1 {
+            // SAFETY: offsets were bounds-checked by the caller.
+            unsafe {
+                *src = src.offset(a.src.at(0));
+                *dst = dst.offset(a.dst.at(0));
+            }
+            continue;
+        }
+        if let Some(prev) = out.last_mut()
+            && let (Offsets::Arith { start: ps, step: pst }, Offsets::Arith { start: pd, step: pdt }, Offsets::Arith { start: s, step: st }, Offsets::Arith { start: d, step: dt }) =
+                (&prev.src, &prev.dst, &a.src, &a.dst)
+        {
+            #[allow(clippy::cast_possible_wrap)]
+            let n = a.len as isize;
+            if *pst == st * n && *pdt == dt * n {
+                let merged = Axis {
+                    len: prev.len * a.len,
+                    src: Offsets::Arith { start: ps + s, step: *st },
+                    dst: Offsets::Arith { start: pd + d, step: *dt },
+                };
+                *prev = merged;
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// # Safety
+/// Every offset combination must address valid memory on both sides.
+unsafe fn run(mut src: *const u8, mut dst: *mut u8, axes: Vec<Axis>, itemsize: usize, swap: usize) {
+    if axes.iter().any(|a| a.len == 0) {
+        return;
+    }
+    let axes = simplify(&mut src, &mut dst, axes);
+    // SAFETY: forwarded contract.
+    unsafe {
+        if axes.is_empty() {
+            std::ptr::copy_nonoverlapping(src, dst, itemsize);
+            swap_in_place(dst, itemsize, swap);
+            return;
+        }
+        rec(src, dst, &axes, itemsize, swap);
+    }
+}
+
+/// # Safety
+/// See [`run`].
+unsafe fn rec(src: *const u8, dst: *mut u8, axes: &[Axis], itemsize: usize, swap: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if axes.len() == 1 {
+            inner(src, dst, &axes[0], itemsize, swap);
+            return;
+        }
+        let a = &axes[0];
+        for k in 0..a.len {
+            rec(src.offset(a.src.at(k)), dst.offset(a.dst.at(k)), &axes[1..], itemsize, swap);
+        }
+    }
+}
+
+/// # Safety
+/// See [`run`].
+#[inline]
+unsafe fn inner(src: *const u8, dst: *mut u8, a: &Axis, itemsize: usize, swap: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        #[allow(clippy::cast_possible_wrap)]
+        if let (Offsets::Arith { start: s, step: st }, Offsets::Arith { start: d, step: dt }) = (&a.src, &a.dst)
+            && *st == itemsize as isize
+            && *dt == itemsize as isize
+        {
+            std::ptr::copy_nonoverlapping(src.offset(*s), dst.offset(*d), a.len * itemsize);
+            if swap != 0 {
+                for k in 0..a.len {
+                    swap_in_place(dst.offset(*d + (k * itemsize) as isize), itemsize, swap);
+                }
+            }
+            return;
+        }
+        match itemsize {
+            1 => elems::<1>(src, dst, a, swap),
+            2 => elems::<2>(src, dst, a, swap),
+            4 => elems::<4>(src, dst, a, swap),
+            8 => elems::<8>(src, dst, a, swap),
+            16 => elems::<16>(src, dst, a, swap),
+            _ => {
+                for k in 0..a.len {
+                    let t = dst.offset(a.dst.at(k));
+                    std::ptr::copy_nonoverlapping(src.offset(a.src.at(k)), t, itemsize);
+                    swap_in_place(t, itemsize, swap);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`run`].
+#[inline]
+unsafe fn elems<const N: usize>(src: *const u8, dst: *mut u8, a: &Axis, swap: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (&a.src, &a.dst) {
+            (Offsets::Arith { start: s, step: st }, Offsets::Arith { start: d, step: dt }) => {
+                let (mut sp, mut dp) = (src.offset(*s), dst.offset(*d));
+                for _ in 0..a.len {
+                    std::ptr::copy_nonoverlapping(sp, dp, N);
+                    swap_in_place(dp, N, swap);
+                    sp = sp.offset(*st);
+                    dp = dp.offset(*dt);
+                }
+            }
+            _ => {
+                for k in 0..a.len {
+                    let t = dst.offset(a.dst.at(k));
+                    std::ptr::copy_nonoverlapping(src.offset(a.src.at(k)), t, N);
+                    swap_in_place(t, N, swap);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `p..p+itemsize` must be valid and writable.
+#[inline]
+unsafe fn swap_in_place(p: *mut u8, itemsize: usize, unit: usize) {
+    if unit > 1 {
+        // SAFETY: forwarded contract.
+        let s = unsafe { std::slice::from_raw_parts_mut(p, itemsize) };
+        for c in s.chunks_exact_mut(unit) {
+            c.reverse();
+        }
+    }
+}
+
+/// Reverse the bytes of every `unit`-byte group of `buf` (endianness conversion).
+pub fn byteswap(buf: &mut [u8], unit: usize) {
+    if unit > 1 {
+        for c in buf.chunks_exact_mut(unit) {
+            c.reverse();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scatter_chunk_into_f_order_output() {
+        // chunk 2x3 of u16 into a 4x5 F-ordered output at rows 1..3, cols 2..5
+        let chunk: Vec<u16> = (0..6).collect();
+        let mut out = vec![0u16; 20];
+        let cv = RawView::c_order_const(bytemuck(&chunk), &[2, 3], 2);
+        // SAFETY: `out` is 4x5 u16 in F order.
+        let ov = unsafe { RawView::new(out.as_mut_ptr().cast(), vec![4, 5], vec![2, 8], 2) };
+        let sel = Selection::whole(&[2, 3], &[1, 2]);
+        copy_selection(&cv, &ov, &sel, Direction::ChunkToOut, 0).unwrap();
+        for i in 0..2 {
+            for j in 0..3 {
+                assert_eq!(out[(j + 2) * 4 + (i + 1)], (i * 3 + j) as u16);
+            }
+        }
+        // out of bounds is an error, not a crash
+        let bad = Selection::whole(&[2, 3], &[3, 2]);
+        assert!(copy_selection(&cv, &ov, &bad, Direction::ChunkToOut, 0).is_err());
+    }
+
+    #[test]
+    fn gather_with_lists_steps_and_swap() {
+        let src: Vec<u32> = (0..24).collect(); // 4x6 "value" array
+        let mut chunk = vec![0u32; 6]; // 2x3 chunk
+        let vv = RawView::c_order_const(bytemuck(&src), &[4, 6], 4);
+        let cv = RawView::c_order(bytemuck_mut(&mut chunk), &[2, 3], 4);
+        let sel = Selection::Orthogonal {
+            chunk: vec![DimSel::range(0, 2), DimSel::List(vec![2, 0, 1])],
+            out: vec![Some(DimSel::List(vec![3, 1])), Some(DimSel::Range { start: 0, step: 2, len: 3 })],
+        };
+        copy_selection(&cv, &vv, &sel, Direction::OutToChunk, 4).unwrap();
+        // chunk[0][2]=v[3][0], chunk[0][0]=v[3][2], chunk[0][1]=v[3][4], chunk[1][..] from row 1
+        let want = [20u32, 22, 18, 8, 10, 6].map(u32::swap_bytes);
+        assert_eq!(chunk, want);
+    }
+
+    #[test]
+    fn points_and_fill() {
+        let chunk: Vec<u8> = (0..12).collect(); // 3x4
+        let mut out = vec![0u8; 5];
+        let cv = RawView::c_order_const(&chunk, &[3, 4], 1);
+        let ov = RawView::c_order(&mut out, &[5], 1);
+        let sel = Selection::Points { coords: vec![vec![2, 0, 1], vec![3, 1, 0]], out: DimSel::List(vec![4, 0, 2]) };
+        copy_selection(&cv, &ov, &sel, Direction::ChunkToOut, 0).unwrap();
+        assert_eq!(out, vec![1, 0, 4, 0, 11]);
+        fill_selection(&ov, &Selection::Points { coords: vec![vec![0], vec![0]], out: DimSel::List(vec![1]) }, &[9], false).unwrap();
+        assert_eq!(out[1], 9);
+        let mut buf = vec![0u8; 8];
+        fill_buffer(&mut buf, &[1, 2]);
+        assert_eq!(buf, vec![1, 2, 1, 2, 1, 2, 1, 2]);
+    }
+
+    fn bytemuck<T>(v: &[T]) -> &[u8] {
+        // SAFETY: plain integer data.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+    }
+    fn bytemuck_mut<T>(v: &mut [T]) -> &mut [u8] {
+        // SAFETY: plain integer data.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+    }
+}

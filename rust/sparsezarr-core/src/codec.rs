@@ -29,8 +29,6 @@ use crate::selection::Selection;
 pub struct EngineOptions {
     /// Verify checksums (crc32c and others) when decoding.
     pub validate_checksums: bool,
-    /// Store chunks even when every element equals the fill value.
-    pub write_empty_chunks: bool,
     /// Largest gap (bytes) between two inner chunks of a shard read with one request.
     pub coalesce_max_gap: u64,
     /// Largest size (bytes) of one coalesced request.
@@ -39,7 +37,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { validate_checksums: true, write_empty_chunks: false, coalesce_max_gap: 1 << 16, coalesce_max_bytes: 16 << 20 }
+        Self { validate_checksums: true, coalesce_max_gap: 1 << 16, coalesce_max_bytes: 16 << 20 }
     }
 }
 
@@ -382,7 +380,7 @@ impl CodecPlan {
             A2BStage::Sharding(plan) => {
                 let view = RawView::c_order_const(&arr, &self.a2b_input.shape, self.a2b_input.elem_size()?);
                 let sel = Selection::whole(&self.a2b_input.shape, &vec![0; self.a2b_input.shape.len()]);
-                match plan.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 })? {
+                match plan.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, true)? {
                     Some(v) => Cow::Owned(v),
                     // An all-fill shard still needs bytes here (the outer chain encodes it).
                     None => Cow::Owned(plan.empty_shard()?),
@@ -427,13 +425,13 @@ impl CodecPlan {
     ///
     /// `existing` is the currently stored value (if any and if the write does not cover the whole
     /// chunk). Returns `None` if the chunk should be deleted (every element is the fill value and
-    /// empty chunks are not written).
+    /// `write_empty` is false).
     ///
     /// # Errors
     /// Returns an error if the existing value is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>) -> Result<Option<Vec<u8>>> {
+    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Vec<u8>>> {
         if let Some(plan) = self.as_sharding() {
-            return plan.write_from(existing, sel, src);
+            return plan.write_from(existing, sel, src, write_empty);
         }
         let n = self.repr.num_bytes()?;
         let mut chunk: Vec<u8> = match existing {
@@ -453,7 +451,7 @@ impl CodecPlan {
             let view = RawView::c_order(&mut chunk, &self.repr.shape, self.elem_size);
             src.copy_into(&view, sel)?;
         }
-        if !self.options.write_empty_chunks && self.is_fill(&chunk) {
+        if !write_empty && self.is_fill(&chunk) {
             return Ok(None);
         }
         self.encode(Cow::Owned(chunk)).map(Some)

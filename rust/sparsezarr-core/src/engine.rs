@@ -182,18 +182,19 @@ impl ArrayEngine {
         run_in_pool(self.concurrency.threads, || requests.par_iter().map(one).collect())
     }
 
-    /// Write a batch of chunks from `src`.
+    /// Write a batch of chunks from `src`. Chunks (and inner chunks of shards) that end up
+    /// holding only the fill value are deleted unless `write_empty` is set.
     ///
     /// # Errors
     /// Returns [`Error::ReadOnly`] for read-only stores (before anything is written), or the first
     /// error met; see the module documentation for what is guaranteed on failure.
-    pub fn write(&self, store: &dyn ChunkStore, requests: &[ChunkRequest], src: &ValueSource<'_>) -> Result<()> {
+    pub fn write(&self, store: &dyn ChunkStore, requests: &[ChunkRequest], src: &ValueSource<'_>, write_empty: bool) -> Result<()> {
         if store.read_only() {
             return Err(Error::ReadOnly(requests.first().map_or_else(String::new, |r| r.key.clone())));
         }
         let encode = |r: &ChunkRequest| -> Result<Option<Vec<u8>>> {
             let existing = if r.complete { None } else { store.open(&r.key)? };
-            self.plan.write_from(existing.as_deref(), &r.selection, src).map_err(|e| e.with_key(&r.key))
+            self.plan.write_from(existing.as_deref(), &r.selection, src, write_empty).map_err(|e| e.with_key(&r.key))
         };
         let apply = |(r, new): (&ChunkRequest, Option<Vec<u8>>)| -> Result<()> {
             match new {
@@ -270,7 +271,7 @@ mod tests {
         let reqs: Vec<ChunkRequest> = (0..2)
             .map(|i| ChunkRequest { key: format!("c/{i}/0"), selection: Selection::whole(&[4, 8], &[4 * i, 0]), complete: true })
             .collect();
-        engine.write(&store, &reqs, &ValueSource::Array { view: &view, swap: 0 }).unwrap();
+        engine.write(&store, &reqs, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap();
         let mut out = vec![0u8; 256];
         let ov = RawView::c_order(&mut out, &[8, 8], 4);
         let present = engine.read(&store, &reqs, &ov, 0).unwrap();

@@ -301,7 +301,7 @@ impl ShardingPlan {
     ///
     /// # Errors
     /// Returns an error if the existing shard is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>) -> Result<Option<Vec<u8>>> {
+    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Vec<u8>>> {
         let parts = sel.partition(&self.inner_shape);
         let covers = sel.covers(&self.shard.shape);
         let old_bytes: Option<Cow<'_, [u8]>> = match existing {
@@ -327,7 +327,7 @@ impl ShardingPlan {
                 let prev_value = prev.map(|b| BytesValue::new(key, b));
                 let new = self
                     .inner
-                    .write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src)
+                    .write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty)
                     .map_err(|e| e.with_key(key))?;
                 Ok((lin, new))
             })
@@ -500,11 +500,11 @@ mod tests {
                 let full_b = as_bytes(&full);
                 let view = RawView::c_order_const(&full_b, &[4, 6], 2);
                 let sel = Selection::whole(&[4, 6], &[0, 0]);
-                let shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }).unwrap().unwrap();
+                let shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap();
                 // Partial write of one element, the rest must be unchanged.
                 let one = Selection::Orthogonal { chunk: vec![DimSel::range(3, 1), DimSel::range(5, 1)], out: vec![None, None] };
                 let shard2 = p
-                    .write_from(Some(&BytesValue::new("k", &shard)), &one, &ValueSource::Scalar(&99u16.to_ne_bytes()))
+                    .write_from(Some(&BytesValue::new("k", &shard)), &one, &ValueSource::Scalar(&99u16.to_ne_bytes()), false)
                     .unwrap()
                     .unwrap();
                 let mut got = vec![0u8; 48];
@@ -514,7 +514,7 @@ mod tests {
                 want[23] = 99;
                 assert_eq!(got, as_bytes(&want));
                 // All-fill write deletes the shard.
-                let gone = p.write_from(None, &sel, &ValueSource::Scalar(&7u16.to_ne_bytes())).unwrap();
+                let gone = p.write_from(None, &sel, &ValueSource::Scalar(&7u16.to_ne_bytes()), false).unwrap();
                 assert!(gone.is_none());
             }
         }
@@ -529,7 +529,7 @@ mod tests {
         assert!(matches!(p.read_into(&BytesValue::new("k", &[1, 2, 3]), &sel, &out, 0, None), Err(Error::Decode { .. })));
         let data = as_bytes(&(0..24).collect::<Vec<_>>());
         let view = RawView::c_order_const(&data, &[4, 6], 2);
-        let mut shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }).unwrap().unwrap();
+        let mut shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap();
         let n = shard.len();
         shard[n - 10] ^= 1;
         assert!(matches!(p.read_into(&BytesValue::new("k", &shard), &sel, &out, 0, None), Err(Error::Decode { .. })));

@@ -1,1 +1,409 @@
-//! placeholder
+//! Python bindings of sparsezarr (`sparsezarr._lib`).
+//!
+//! This crate only converts between Python and core types, releases the GIL around heavy work
+//! and maps errors; all logic lives in `sparsezarr-core`.
+
+use std::sync::Arc;
+
+use numpy::{PyArray1, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use sparsezarr_core::codec::{EngineOptions, ValueSource};
+use sparsezarr_core::engine::{ArrayEngine, ChunkRequest, Concurrency};
+use sparsezarr_core::store::{ChunkStore, FsStore, SnapshotStore};
+use sparsezarr_core::strided::{RawView, byteswap};
+
+mod convert;
+mod errors;
+
+use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_mapping, snapshot_from_pairs};
+use errors::{PythonExt, to_pyerr};
+
+/// A local directory store (zarr-python's `LocalStore`) as seen by the engine.
+#[pyclass(frozen, name = "LocalStore", module = "sparsezarr._lib")]
+struct PyLocalStore {
+    inner: FsStore,
+}
+
+#[pymethods]
+impl PyLocalStore {
+    #[new]
+    #[pyo3(signature = (root, read_only = false))]
+    fn new(root: std::path::PathBuf, read_only: bool) -> Self {
+        Self { inner: FsStore::new(root, read_only) }
+    }
+
+    /// Whether writes are refused.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+}
+
+/// The Rust engine for one array (or one codec chain with a fixed chunk shape).
+#[pyclass(frozen, name = "ArrayEngine", module = "sparsezarr._lib")]
+struct PyArrayEngine {
+    inner: Arc<ArrayEngine>,
+}
+
+fn options(validate_checksums: bool, coalesce_max_gap: u64, coalesce_max_bytes: u64) -> EngineOptions {
+    EngineOptions { validate_checksums, coalesce_max_gap, coalesce_max_bytes }
+}
+
+fn kept_dims(reqs: &[ChunkRequest]) -> usize {
+    match reqs.first().map(|r| &r.selection) {
+        Some(sparsezarr_core::selection::Selection::Orthogonal { out, .. }) => out.iter().filter(|o| o.is_some()).count(),
+        Some(sparsezarr_core::selection::Selection::Points { .. }) => 1,
+        None => 0,
+    }
+}
+
+/// A write source: a 0-d array becomes a scalar (swapped to native order), anything else a
+/// broadcast view.
+enum Source {
+    Scalar(Vec<u8>),
+    View(RawView),
+}
+
+fn source(value: &Bound<'_, PyUntypedArray>, reqs: &[ChunkRequest], swap: usize) -> PyResult<Source> {
+    if value.ndim() == 0 {
+        let v = array_view(value, false)?;
+        // SAFETY: a 0-d array holds exactly one element at its data pointer.
+        let mut elem = unsafe { std::slice::from_raw_parts(v.ptr(), v.itemsize()) }.to_vec();
+        byteswap(&mut elem, swap);
+        return Ok(Source::Scalar(elem));
+    }
+    Ok(Source::View(broadcast_view(value, kept_dims(reqs))?))
+}
+
+impl Source {
+    fn as_value_source(&self, swap: usize) -> ValueSource<'_> {
+        match self {
+            Self::Scalar(e) => ValueSource::Scalar(e),
+            Self::View(v) => ValueSource::Array { view: v, swap },
+        }
+    }
+}
+
+fn check_itemsize(engine: &ArrayEngine, view_itemsize: usize) -> PyResult<()> {
+    if view_itemsize != engine.elem_size() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "array element size {view_itemsize} differs from the stored element size {}",
+            engine.elem_size()
+        )));
+    }
+    Ok(())
+}
+
+/// The index space of a write's value: its shape, or unbounded for a scalar (whose output
+/// selection is not used).
+fn value_shape(value: &Bound<'_, PyUntypedArray>) -> Vec<u64> {
+    if value.ndim() == 0 {
+        vec![1 << 62; 64]
+    } else {
+        value.shape().iter().map(|&n| n as u64).collect()
+    }
+}
+
+fn u8_array(py: Python<'_>, v: Vec<u8>) -> Bound<'_, PyArray1<u8>> {
+    PyArray1::from_vec(py, v)
+}
+
+impl PyArrayEngine {
+    fn read_with(&self, py: Python<'_>, store: &dyn ChunkStore, reqs: &[ChunkRequest], out: &Bound<'_, PyUntypedArray>, swap: usize) -> PyResult<Vec<bool>> {
+        let view = array_view(out, true)?;
+        check_itemsize(&self.inner, view.itemsize())?;
+        let engine = &self.inner;
+        py.run_detached(|| engine.read(store, reqs, &view, swap))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_with(
+        &self,
+        py: Python<'_>,
+        store: &dyn ChunkStore,
+        reqs: &[ChunkRequest],
+        value: &Bound<'_, PyUntypedArray>,
+        swap: usize,
+        write_empty_chunks: bool,
+    ) -> PyResult<()> {
+        let src = source(value, reqs, swap)?;
+        if let Source::View(v) = &src {
+            check_itemsize(&self.inner, v.itemsize())?;
+        }
+        let engine = &self.inner;
+        py.run_detached(|| engine.write(store, reqs, &src.as_value_source(swap), write_empty_chunks))
+    }
+
+    fn chunk_shape_vec(&self) -> Vec<u64> {
+        self.inner.chunk_shape().to_vec()
+    }
+}
+
+#[pymethods]
+impl PyArrayEngine {
+    /// Build the engine from array metadata JSON (zarr v2 `.zarray` or v3 `zarr.json` content).
+    #[new]
+    #[pyo3(signature = (metadata_json, *, validate_checksums = true, threads = 0, coalesce_max_gap = 1 << 16, coalesce_max_bytes = 16 << 20))]
+    fn new(py: Python<'_>, metadata_json: &str, validate_checksums: bool, threads: usize, coalesce_max_gap: u64, coalesce_max_bytes: u64) -> PyResult<Self> {
+        let opts = options(validate_checksums, coalesce_max_gap, coalesce_max_bytes);
+        let engine = py.run_detached(|| ArrayEngine::from_metadata_json(metadata_json, opts, Concurrency { threads }))?;
+        Ok(Self { inner: Arc::new(engine) })
+    }
+
+    /// Build the engine from a v3 codec list, a chunk shape, a data type and a fill value (JSON).
+    #[staticmethod]
+    #[pyo3(signature = (codecs_json, chunk_shape, data_type_json, fill_value_json, *, validate_checksums = true, threads = 0, coalesce_max_gap = 1 << 16, coalesce_max_bytes = 16 << 20))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_parts(
+        py: Python<'_>,
+        codecs_json: &str,
+        chunk_shape: Vec<u64>,
+        data_type_json: &str,
+        fill_value_json: &str,
+        validate_checksums: bool,
+        threads: usize,
+        coalesce_max_gap: u64,
+        coalesce_max_bytes: u64,
+    ) -> PyResult<Self> {
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()));
+        let (codecs, dt, fv) = (parse(codecs_json)?, parse(data_type_json)?, parse(fill_value_json)?);
+        let opts = options(validate_checksums, coalesce_max_gap, coalesce_max_bytes);
+        let engine = py.run_detached(|| ArrayEngine::from_parts(&codecs, &chunk_shape, &dt, &fv, opts, Concurrency { threads }))?;
+        Ok(Self { inner: Arc::new(engine) })
+    }
+
+    /// Chunk shape the engine decodes to.
+    #[getter]
+    fn chunk_shape(&self) -> Vec<u64> {
+        self.chunk_shape_vec()
+    }
+
+    /// Element size in bytes.
+    #[getter]
+    fn elem_size(&self) -> usize {
+        self.inner.elem_size()
+    }
+
+    /// Fill value as native-order bytes.
+    #[getter]
+    fn fill_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
+        u8_array(py, self.inner.fill_bytes().to_vec())
+    }
+
+    /// Whether the chain is exactly one sharding codec (partial shard reads/writes).
+    #[getter]
+    fn is_sharded(&self) -> bool {
+        self.inner.plan().as_sharding().is_some()
+    }
+
+    /// Read a batch from a local directory into `out`; returns per chunk whether it was stored.
+    #[pyo3(signature = (store, batch_info, out, drop_axes, swap = 0))]
+    fn read_local(
+        &self,
+        py: Python<'_>,
+        store: &PyLocalStore,
+        batch_info: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyUntypedArray>,
+        drop_axes: Vec<usize>,
+        swap: usize,
+    ) -> PyResult<Vec<bool>> {
+        let out_shape: Vec<u64> = out.shape().iter().map(|&n| n as u64).collect();
+        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &out_shape, &drop_axes, KeyMode::Path)?;
+        self.read_with(py, &store.inner, &reqs, out, swap)
+    }
+
+    /// Write a batch to a local directory from `value`.
+    #[pyo3(signature = (store, batch_info, value, drop_axes, swap = 0, write_empty_chunks = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_local(
+        &self,
+        py: Python<'_>,
+        store: &PyLocalStore,
+        batch_info: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyUntypedArray>,
+        drop_axes: Vec<usize>,
+        swap: usize,
+        write_empty_chunks: bool,
+    ) -> PyResult<()> {
+        let shape = value_shape(value);
+        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &shape, &drop_axes, KeyMode::Path)?;
+        self.write_with(py, &store.inner, &reqs, value, swap, write_empty_chunks)
+    }
+
+    /// Read a batch from a mapping of key -> zarr `Buffer` (a `MemoryStore`'s dict).
+    #[pyo3(signature = (mapping, batch_info, out, drop_axes, swap = 0))]
+    fn read_mapping(
+        &self,
+        py: Python<'_>,
+        mapping: &Bound<'_, PyDict>,
+        batch_info: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyUntypedArray>,
+        drop_axes: Vec<usize>,
+        swap: usize,
+    ) -> PyResult<Vec<bool>> {
+        let out_shape: Vec<u64> = out.shape().iter().map(|&n| n as u64).collect();
+        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &out_shape, &drop_axes, KeyMode::Path)?;
+        let store = snapshot_from_mapping(mapping, &reqs, true)?;
+        self.read_with(py, &store, &reqs, out, swap)
+    }
+
+    /// Write a batch into a mapping snapshot; returns the `(key, bytes or None)` updates to apply.
+    #[pyo3(signature = (mapping, batch_info, value, drop_axes, swap = 0, write_empty_chunks = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_mapping<'py>(
+        &self,
+        py: Python<'py>,
+        mapping: &Bound<'py, PyDict>,
+        batch_info: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyUntypedArray>,
+        drop_axes: Vec<usize>,
+        swap: usize,
+        write_empty_chunks: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let shape = value_shape(value);
+        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &shape, &drop_axes, KeyMode::Path)?;
+        let store = snapshot_from_mapping(mapping, &reqs, false)?;
+        self.write_with(py, &store, &reqs, value, swap, write_empty_chunks)?;
+        writes_to_list(py, &store)
+    }
+
+    /// Read a batch whose stored values (one per entry, `None` if missing) were fetched already.
+    #[pyo3(signature = (values, batch_info, out, drop_axes, swap = 0))]
+    fn read_values(
+        &self,
+        py: Python<'_>,
+        values: &Bound<'_, PyList>,
+        batch_info: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyUntypedArray>,
+        drop_axes: Vec<usize>,
+        swap: usize,
+    ) -> PyResult<Vec<bool>> {
+        let out_shape: Vec<u64> = out.shape().iter().map(|&n| n as u64).collect();
+        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &out_shape, &drop_axes, KeyMode::Position)?;
+        let store = snapshot_from_values(values, true)?;
+        self.read_with(py, &store, &reqs, out, swap)
+    }
+
+    /// Write a batch whose current stored values were fetched already; returns the new value of
+    /// every entry (`None` = delete).
+    #[pyo3(signature = (values, batch_info, value, drop_axes, swap = 0, write_empty_chunks = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_values<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        batch_info: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyUntypedArray>,
+        drop_axes: Vec<usize>,
+        swap: usize,
+        write_empty_chunks: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let shape = value_shape(value);
+        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &shape, &drop_axes, KeyMode::Position)?;
+        let store = snapshot_from_values(values, false)?;
+        self.write_with(py, &store, &reqs, value, swap, write_empty_chunks)?;
+        let mut by_pos: Vec<Option<Option<Vec<u8>>>> = vec![None; reqs.len()];
+        for (key, v) in store.take_writes() {
+            if let Ok(i) = key.parse::<usize>()
+                && i < by_pos.len()
+            {
+                by_pos[i] = Some(v);
+            }
+        }
+        let out = PyList::empty(py);
+        for entry in by_pos {
+            match entry.flatten() {
+                Some(v) => out.append(u8_array(py, v))?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decode whole stored chunks (buffer-protocol objects or `None`) to element bytes.
+    fn decode<'py>(&self, py: Python<'py>, chunks: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        let store = snapshot_from_values(chunks, true)?;
+        let n = chunks.len();
+        let keys: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let engine = &self.inner;
+        let decoded = py.run_detached(|| {
+            let values: Vec<Option<std::borrow::Cow<'_, [u8]>>> = keys
+                .iter()
+                .map(|k| store.open(k).and_then(|v| v.map(|v| v.read_all().map(|b| std::borrow::Cow::Owned(b.into_owned()))).transpose()))
+                .collect::<sparsezarr_core::Result<_>>()?;
+            let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+            engine.decode_chunks(&refs).map_err(|e| e.with_key("chunk"))
+        })?;
+        let out = PyList::empty(py);
+        for d in decoded {
+            match d {
+                Some(v) => out.append(u8_array(py, v))?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encode whole chunks (C-ordered element buffers or `None`).
+    fn encode<'py>(&self, py: Python<'py>, chunks: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        let store = snapshot_from_values(chunks, true)?;
+        let n = chunks.len();
+        let engine = &self.inner;
+        let encoded = py.run_detached(|| {
+            let values: Vec<Option<Vec<u8>>> = (0..n)
+                .map(|i| store.open(&i.to_string()).and_then(|v| v.map(|v| v.read_all().map(|b| b.into_owned())).transpose()))
+                .collect::<sparsezarr_core::Result<_>>()?;
+            let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+            engine.encode_chunks(&refs)
+        })?;
+        let out = PyList::empty(py);
+        for e in encoded {
+            match e {
+                Some(v) => out.append(u8_array(py, v))?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn snapshot_from_values(values: &Bound<'_, PyList>, read_only: bool) -> PyResult<SnapshotStore> {
+    let pairs = values.iter().enumerate().map(|(i, v)| (i.to_string(), if v.is_none() { None } else { Some(v) }));
+    snapshot_from_pairs(pairs, read_only)
+}
+
+fn writes_to_list<'py>(py: Python<'py>, store: &SnapshotStore) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for (key, v) in store.take_writes() {
+        let v: Py<PyAny> = match v {
+            Some(v) => u8_array(py, v).into_any().unbind(),
+            None => py.None(),
+        };
+        out.append((key, v))?;
+    }
+    Ok(out)
+}
+
+/// Set the byte budget of the process-wide shard index cache (0 disables it).
+#[pyfunction]
+fn set_index_cache_budget(bytes: usize) {
+    sparsezarr_core::engine::set_index_cache_budget(bytes);
+}
+
+/// Version of the compiled extension.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _lib(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyArrayEngine>()?;
+    m.add_class::<PyLocalStore>()?;
+    m.add_function(wrap_pyfunction!(set_index_cache_budget, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    errors::register(m)?;
+    let _ = to_pyerr;
+    Ok(())
+}

@@ -23,8 +23,8 @@ What runs where:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from zarr.registry import register_pipeline
 from zarr.storage import LocalStore, MemoryStore
 
 from sparsezarr import _lib
+from sparsezarr._metadata import EMPTY, Unsupported, custom_codec, engine_args, spec_engine_args
 from sparsezarr._settings import Settings
 from sparsezarr.errors import FallbackError, MetadataError, UnsupportedError
 
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sparsezarr")
 
+#: Counts of pipeline calls by how they ran (``read.rust``, ``write.fallback``, ...): a cheap way
+#: to check that work really goes through Rust.
+STATS: Counter[str] = Counter()
+
 _PRESENT = {"status": "present"}
 _MISSING = {"status": "missing"}
 
@@ -66,15 +71,6 @@ def _codecs_of(metadata: ArrayMetadata) -> tuple[Codec, ...]:
 
         return (V2Codec(filters=metadata.filters, compressor=metadata.compressor),)
     return tuple(metadata.codecs)
-
-
-def _metadata_json(metadata: ArrayMetadata) -> str:
-    """The array's stored JSON document (v3 ``zarr.json``; v2 ``.zarray`` merged with attributes)."""
-    docs = metadata.to_buffer_dict(cpu.buffer_prototype)
-    if "zarr.json" in docs:
-        return docs["zarr.json"].to_bytes().decode()
-    doc = json.loads(docs[".zarray"].to_bytes())
-    return json.dumps(doc)
 
 
 def _swap_unit(dtype: np.dtype[Any]) -> int:
@@ -92,18 +88,8 @@ def _is_cpu(spec: ArraySpec) -> bool:
     return issubclass(spec.prototype.nd_buffer, cpu.NDBuffer) and issubclass(spec.prototype.buffer, cpu.Buffer)
 
 
-def _fill_value(spec: ArraySpec) -> Any:
-    fill = spec.fill_value
-    return spec.dtype.default_scalar() if fill is None else fill
-
-
-def _spec_key(spec: ArraySpec) -> tuple[Any, ...] | None:
-    try:
-        dtype_json = json.dumps(spec.dtype.to_json(zarr_format=3))
-        fill_json = json.dumps(spec.dtype.to_json_scalar(_fill_value(spec), zarr_format=3))
-    except Exception:  # noqa: BLE001 - any dtype zarr cannot express in v3 JSON is unsupported here
-        return None
-    return (tuple(spec.shape), dtype_json, fill_json)
+def _spec_key(spec: ArraySpec) -> tuple[Any, ...]:
+    return (tuple(spec.shape), str(spec.dtype), repr(spec.fill_value))
 
 
 class Pipeline(CodecPipeline):
@@ -144,8 +130,18 @@ class Pipeline(CodecPipeline):
 
     def _build_engine(self) -> None:
         assert self.metadata is not None
+        args = custom_codec(self.codecs) or engine_args(self.metadata)
+        if args is EMPTY:
+            self._unsupported = str(args)
+            return
         try:
-            self._engine = _lib.ArrayEngine(_metadata_json(self.metadata), **self.settings.engine_kwargs())
+            if isinstance(args, Unsupported):
+                raise UnsupportedError(args)
+            kind, kwargs = args
+            if kind == "v3":
+                self._engine = _lib.ArrayEngine.from_parts(**kwargs, **self.settings.engine_kwargs())
+            else:
+                self._engine = _lib.ArrayEngine(**kwargs, **self.settings.engine_kwargs())
         except (UnsupportedError, MetadataError) as e:
             self._unsupported = str(e)
             if self.settings.strict:
@@ -228,18 +224,15 @@ class Pipeline(CodecPipeline):
     def _engine_for_spec(self, spec: ArraySpec) -> _lib.ArrayEngine | str:
         """The engine for chunks of ``spec`` in codec-only mode, or the reason there is none."""
         key = _spec_key(spec)
-        if key is None:
-            return f"data type {spec.dtype} has no zarr v3 form"
         engine = self._spec_engines.get(key)
         if engine is not None:
             return engine
-        try:
-            codecs_json = json.dumps([c.to_dict() for c in self.codecs])
-        except Exception as e:  # noqa: BLE001 - codecs without a v3 form (V2Codec) stay in Python
-            engine = f"codecs have no zarr v3 form ({e})"
+        args = spec_engine_args(self.codecs, spec)
+        if isinstance(args, Unsupported):
+            engine = str(args)
         else:
             try:
-                engine = _lib.ArrayEngine.from_parts(codecs_json, list(key[0]), key[1], key[2], **self.settings.engine_kwargs())
+                engine = _lib.ArrayEngine.from_parts(**args, **self.settings.engine_kwargs())
             except (UnsupportedError, MetadataError) as e:
                 engine = str(e)
         self._spec_engines[key] = engine
@@ -252,7 +245,9 @@ class Pipeline(CodecPipeline):
         spec = items[0][1]
         engine = self._engine_for_spec(spec) if _is_cpu(spec) else "non-CPU buffers"
         if isinstance(engine, str) or any(_spec_key(s) != _spec_key(spec) for _, s in items):
+            STATS["decode.fallback"] += 1
             return await self._fall_back(str(engine)).decode(items)
+        STATS["decode.rust"] += 1
         decoded = engine.decode([None if b is None else b.as_numpy_array() for b, _ in items])
         out: list[NDBuffer | None] = []
         dtype = spec.dtype.to_native_dtype()
@@ -273,7 +268,9 @@ class Pipeline(CodecPipeline):
         spec = items[0][1]
         engine = self._engine_for_spec(spec) if _is_cpu(spec) else "non-CPU buffers"
         if isinstance(engine, str) or any(_spec_key(s) != _spec_key(spec) for _, s in items):
+            STATS["encode.fallback"] += 1
             return await self._fall_back(str(engine)).encode(items)
+        STATS["encode.rust"] += 1
         native = spec.dtype.to_native_dtype().newbyteorder("=")
         arrays = []
         for a, _ in items:
@@ -314,10 +311,11 @@ class Pipeline(CodecPipeline):
             return f"array dtype {array.dtype} differs from the stored dtype {native} (field selection?)"
         if self.metadata is None:
             return engine, "values", ""
+        # Exact types only: subclasses may change how values are stored or checked.
         store = getattr(batch[0][0], "store", None)
-        if isinstance(store, LocalStore):
+        if type(store) is LocalStore:
             return engine, store, "local"
-        if isinstance(store, MemoryStore) and isinstance(store._store_dict, dict):
+        if type(store) is MemoryStore and type(store._store_dict) is dict:
             return engine, store, "memory"
         return f"store {type(store).__name__} is not handled in Rust"
 
@@ -336,8 +334,10 @@ class Pipeline(CodecPipeline):
         out_arr = out.as_ndarray_like()
         target = self._native_target(batch, out_arr)
         if isinstance(target, str):
+            STATS["read.fallback"] += 1
             await self._fall_back(target).read(batch, out, drop_axes)
             return tuple(_PRESENT for _ in batch)
+        STATS[f"read.rust.{target[2]}"] += 1
         engine, store, kind = target
         swap = _swap_unit(out_arr.dtype)
         work = out_arr.nbytes + len(batch) * engine.elem_size * int(np.prod(engine.chunk_shape))
@@ -361,8 +361,10 @@ class Pipeline(CodecPipeline):
         value_arr = value.as_ndarray_like()
         target = self._native_target(batch, value_arr)
         if isinstance(target, str):
+            STATS["write.fallback"] += 1
             await self._fall_back(target).write(batch, value, drop_axes)
             return
+        STATS[f"write.rust.{target[2]}"] += 1
         engine, store, kind = target
         spec = batch[0][1]
         write_empty = bool(spec.config.write_empty_chunks)

@@ -15,7 +15,7 @@ use zarrs::array::{
     ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits, BytesRepresentation, BytesToBytesCodecTraits, Codec,
     CodecOptions, DataType, FillValue,
 };
-use zarrs::metadata::v3::MetadataV3;
+pub use zarrs::metadata::v3::MetadataV3;
 use zarrs::plugin::ExtensionName;
 
 use crate::error::{Error, Result};

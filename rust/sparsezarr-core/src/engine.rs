@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use zarrs::array::{Array, ArrayMetadata, CodecMetadataOptions};
+use zarrs::array::{Array, ArrayMetadata, CodecMetadataOptions, DataType, FillValue};
 use zarrs::metadata::v3::MetadataV3;
 
 use crate::codec::{ArrayRepr, CodecPlan, EngineOptions, ValueSource};
@@ -60,13 +60,24 @@ pub fn set_index_cache_budget(bytes: usize) {
     shared_index_cache().set_budget(bytes);
 }
 
+fn checked_fill(data_type: &DataType, bytes: Vec<u8>) -> Result<FillValue> {
+    match data_type.fixed_size() {
+        Some(n) if n == bytes.len() => Ok(FillValue::new(bytes)),
+        Some(n) => Err(Error::InvalidArgument(format!("fill value has {} bytes, the data type {n}", bytes.len()))),
+        None => Err(Error::Unsupported(format!("variable-size data type {data_type}"))),
+    }
+}
+
 impl ArrayEngine {
-    /// Build an engine from array metadata JSON (`zarr.json` or `.zarray` content, plus attributes).
+    /// Build an engine from array metadata JSON (`zarr.json` or `.zarray` content).
+    ///
+    /// `fill_override` replaces the fill value parsed from the metadata (native-order element
+    /// bytes): zarr-python's reading of the fill value is authoritative for its arrays.
     ///
     /// # Errors
     /// Returns [`Error::Unsupported`] if the array uses a data type, codec, chunk grid or storage
     /// transformer the engine does not handle, or [`Error::InvalidMetadata`] if it is malformed.
-    pub fn from_metadata_json(json: &str, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
+    pub fn from_metadata_json(json: &str, fill_override: Option<Vec<u8>>, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
         let metadata: ArrayMetadata = serde_json::from_str(json).map_err(|e| Error::Unsupported(format!("array metadata: {e}")))?;
         let (chunk_shape, codecs): (Vec<u64>, Option<Vec<MetadataV3>>) = match &metadata {
             ArrayMetadata::V3(v3) => {
@@ -89,38 +100,33 @@ impl ArrayEngine {
         let array = Array::new_with_metadata(Arc::new(zarrs::storage::store::MemoryStore::new()), "/", metadata)
             .map_err(|e| Error::Unsupported(e.to_string()))?;
         let codecs = codecs.unwrap_or_else(|| array.codecs().create_metadatas(&CodecMetadataOptions::default()));
-        let repr = ArrayRepr { shape: chunk_shape, data_type: array.data_type().clone(), fill_value: array.fill_value().clone() };
+        let fill_value = match fill_override {
+            Some(bytes) => checked_fill(array.data_type(), bytes)?,
+            None => array.fill_value().clone(),
+        };
+        let repr = ArrayRepr { shape: chunk_shape, data_type: array.data_type().clone(), fill_value };
         let plan = CodecPlan::new(&codecs, repr, &options)?;
         Ok(Self { plan, options, concurrency })
     }
 
-    /// Build an engine from a codec list, chunk shape, data type and fill value (v3 JSON forms).
+    /// Build an engine from a v3 codec list, a chunk shape, a v3 data type and the fill value as
+    /// native-order element bytes.
     ///
     /// # Errors
     /// As [`from_metadata_json`](Self::from_metadata_json).
     pub fn from_parts(
-        codecs: &serde_json::Value,
+        codecs: &[MetadataV3],
         chunk_shape: &[u64],
-        data_type: &serde_json::Value,
-        fill_value: &serde_json::Value,
+        data_type: &MetadataV3,
+        fill_value: Vec<u8>,
         options: EngineOptions,
         concurrency: Concurrency,
     ) -> Result<Self> {
-        let mut shape = chunk_shape.to_vec();
-        if shape.is_empty() {
-            shape.push(1);
-        }
-        let meta = serde_json::json!({
-            "zarr_format": 3,
-            "node_type": "array",
-            "shape": chunk_shape,
-            "data_type": data_type,
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk_shape}},
-            "chunk_key_encoding": {"name": "default"},
-            "fill_value": fill_value,
-            "codecs": codecs,
-        });
-        Self::from_metadata_json(&meta.to_string(), options, concurrency)
+        let data_type = DataType::from_metadata(data_type).map_err(|e| Error::Unsupported(format!("data type: {e}")))?;
+        let fill_value = checked_fill(&data_type, fill_value)?;
+        let repr = ArrayRepr { shape: chunk_shape.to_vec(), data_type, fill_value };
+        let plan = CodecPlan::new(codecs, repr, &options)?;
+        Ok(Self { plan, options, concurrency })
     }
 
     /// The codec plan.
@@ -262,7 +268,7 @@ mod tests {
             "codecs":[{"name":"sharding_indexed","configuration":{"chunk_shape":[2,2],
                 "codecs":[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}}],
                 "index_codecs":[{"name":"bytes","configuration":{"endian":"little"}},{"name":"crc32c"}]}}]}"#;
-        let engine = ArrayEngine::from_metadata_json(meta, EngineOptions::default(), Concurrency::default()).unwrap();
+        let engine = ArrayEngine::from_metadata_json(meta, None, EngineOptions::default(), Concurrency::default()).unwrap();
         let dir = std::env::temp_dir().join(format!("szeng-{}", std::process::id()));
         let store = FsStore::new(&dir, false);
         let data: Vec<i32> = (0..64).collect();

@@ -142,34 +142,45 @@ impl PyArrayEngine {
 
 #[pymethods]
 impl PyArrayEngine {
-    /// Build the engine from array metadata JSON (zarr v2 `.zarray` or v3 `zarr.json` content).
+    /// Build the engine from array metadata JSON (zarr v2 `.zarray` or v3 `zarr.json` content),
+    /// optionally overriding the fill value with native-order element bytes.
     #[new]
-    #[pyo3(signature = (metadata_json, *, validate_checksums = true, threads = 0, coalesce_max_gap = 1 << 16, coalesce_max_bytes = 16 << 20))]
-    fn new(py: Python<'_>, metadata_json: &str, validate_checksums: bool, threads: usize, coalesce_max_gap: u64, coalesce_max_bytes: u64) -> PyResult<Self> {
+    #[pyo3(signature = (metadata_json, *, fill_bytes = None, validate_checksums = true, threads = 0, coalesce_max_gap = 1 << 16, coalesce_max_bytes = 16 << 20))]
+    fn new(
+        py: Python<'_>,
+        metadata_json: &str,
+        fill_bytes: Option<Vec<u8>>,
+        validate_checksums: bool,
+        threads: usize,
+        coalesce_max_gap: u64,
+        coalesce_max_bytes: u64,
+    ) -> PyResult<Self> {
         let opts = options(validate_checksums, coalesce_max_gap, coalesce_max_bytes);
-        let engine = py.run_detached(|| ArrayEngine::from_metadata_json(metadata_json, opts, Concurrency { threads }))?;
+        let engine = py.run_detached(|| ArrayEngine::from_metadata_json(metadata_json, fill_bytes, opts, Concurrency { threads }))?;
         Ok(Self { inner: Arc::new(engine) })
     }
 
-    /// Build the engine from a v3 codec list, a chunk shape, a data type and a fill value (JSON).
+    /// Build the engine from a v3 codec list (JSON), a chunk shape, a v3 data type (JSON) and the
+    /// fill value as native-order element bytes.
     #[staticmethod]
-    #[pyo3(signature = (codecs_json, chunk_shape, data_type_json, fill_value_json, *, validate_checksums = true, threads = 0, coalesce_max_gap = 1 << 16, coalesce_max_bytes = 16 << 20))]
+    #[pyo3(signature = (codecs_json, chunk_shape, data_type_json, fill_bytes, *, validate_checksums = true, threads = 0, coalesce_max_gap = 1 << 16, coalesce_max_bytes = 16 << 20))]
     #[allow(clippy::too_many_arguments)]
     fn from_parts(
         py: Python<'_>,
         codecs_json: &str,
         chunk_shape: Vec<u64>,
         data_type_json: &str,
-        fill_value_json: &str,
+        fill_bytes: Vec<u8>,
         validate_checksums: bool,
         threads: usize,
         coalesce_max_gap: u64,
         coalesce_max_bytes: u64,
     ) -> PyResult<Self> {
-        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()));
-        let (codecs, dt, fv) = (parse(codecs_json)?, parse(data_type_json)?, parse(fill_value_json)?);
+        let bad = |e: serde_json::Error| errors::MetadataError::new_err(e.to_string());
+        let codecs: Vec<sparsezarr_core::codec::MetadataV3> = serde_json::from_str(codecs_json).map_err(bad)?;
+        let data_type: sparsezarr_core::codec::MetadataV3 = serde_json::from_str(data_type_json).map_err(bad)?;
         let opts = options(validate_checksums, coalesce_max_gap, coalesce_max_bytes);
-        let engine = py.run_detached(|| ArrayEngine::from_parts(&codecs, &chunk_shape, &dt, &fv, opts, Concurrency { threads }))?;
+        let engine = py.run_detached(|| ArrayEngine::from_parts(&codecs, &chunk_shape, &data_type, fill_bytes, opts, Concurrency { threads }))?;
         Ok(Self { inner: Arc::new(engine) })
     }
 

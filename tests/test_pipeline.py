@@ -304,12 +304,12 @@ def test_pickle_roundtrip(tmp_path, ours):
     np.testing.assert_array_equal(b[:], np.arange(9))
 
 
-def _child(path: str, q) -> None:
+def _child(path: str, i: int, q) -> None:
     try:
         a = zarr.open_array(path)
-        total = int(a[:].sum())
-        a[0:50] = 1
-        q.put((total, int(a[:50].sum())))
+        total = int(a[500:].sum())  # a region no child writes
+        a[i * 50 : (i + 1) * 50] = 1  # disjoint regions per child
+        q.put((total, int(a[i * 50 : (i + 1) * 50].sum())))
     except Exception as e:  # pragma: no cover - reported to the parent
         q.put(repr(e))
 
@@ -322,14 +322,15 @@ def test_fork_safety(tmp_path, ours):
     assert int(a[:].sum()) == 499500  # multi-chunk work in the parent starts the thread pool
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(path, q)) for _ in range(2)]
+    procs = [ctx.Process(target=_child, args=(path, i, q)) for i in range(2)]
     for p in procs:
         p.start()
     results = [q.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    assert results == [(499500, 50), (499500, 50)]
+    assert results == [(374750, 50), (374750, 50)]
+    np.testing.assert_array_equal(a[:100], np.ones(100))
 
 
 def test_other_stores_fall_back_and_strict_refuses(tmp_path, caplog):

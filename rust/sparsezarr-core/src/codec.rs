@@ -381,7 +381,7 @@ impl CodecPlan {
                 let view = RawView::c_order_const(&arr, &self.a2b_input.shape, self.a2b_input.elem_size()?);
                 let sel = Selection::whole(&self.a2b_input.shape, &vec![0; self.a2b_input.shape.len()]);
                 match plan.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, true)? {
-                    Some(v) => Cow::Owned(v),
+                    Some(v) => Cow::Owned(v.into_vec()),
                     // An all-fill shard still needs bytes here (the outer chain encodes it).
                     None => Cow::Owned(plan.empty_shard()?),
                 }
@@ -416,9 +416,43 @@ impl CodecPlan {
             return plan.read_into(value, sel, out, swap, cache);
         }
         let bytes = value.read_all()?;
-        let chunk = self.decode(bytes).map_err(|e| e.with_key(value.key()))?;
-        let view = RawView::c_order_const(&chunk, &self.repr.shape, self.elem_size);
-        copy_selection(&view, out, sel, Direction::ChunkToOut, swap)
+        self.with_decoded(bytes, |chunk| {
+            let view = RawView::c_order_const(chunk, &self.repr.shape, self.elem_size);
+            copy_selection(&view, out, sel, Direction::ChunkToOut, swap)
+        })
+        .map_err(|e| e.with_key(value.key()))
+    }
+
+    /// Decode `encoded` and pass the chunk elements to `f`. The common chains (native `bytes`,
+    /// optionally `zstd` and/or `crc32c`) decode into a reused per-thread buffer without
+    /// allocating; others go through [`decode`](Self::decode).
+    ///
+    /// # Errors
+    /// Returns the decode error or the error of `f`.
+    pub fn with_decoded<R>(&self, encoded: Cow<'_, [u8]>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        if self.a2a.is_empty() && matches!(self.a2b, A2BStage::NativeBytes) {
+            let mut bytes = encoded;
+            let mut stages = self.b2b.iter().rev().peekable();
+            while let Some(stage) = stages.next() {
+                if stages.peek().is_none()
+                    && let B2BStage::Zstd { .. } = stage
+                {
+                    let want = self.repr.num_bytes()?;
+                    return with_scratch(want, |buf| {
+                        zstd_decode_into(&bytes, buf)?;
+                        f(buf)
+                    });
+                }
+                bytes = self.decode_b2b(stage, bytes)?;
+            }
+            let want = self.repr.num_bytes()?;
+            if bytes.len() != want {
+                return Err(codec_err(format!("expected {want} decoded bytes, got {}", bytes.len())));
+            }
+            return f(&bytes);
+        }
+        let chunk = self.decode(encoded)?;
+        f(&chunk)
     }
 
     /// Produce the new stored bytes of a chunk after writing `src` to the elements `sel` names.
@@ -429,32 +463,35 @@ impl CodecPlan {
     ///
     /// # Errors
     /// Returns an error if the existing value is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Vec<u8>>> {
+    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Encoded>> {
         if let Some(plan) = self.as_sharding() {
             return plan.write_from(existing, sel, src, write_empty);
         }
         let n = self.repr.num_bytes()?;
-        let mut chunk: Vec<u8> = match existing {
-            Some(v) if !sel.covers(&self.repr.shape) => {
-                let bytes = v.read_all()?;
-                self.decode(bytes).map_err(|e| e.with_key(v.key()))?.into_owned()
+        let covers = sel.covers(&self.repr.shape);
+        let merge = |chunk: &mut [u8]| -> Result<Option<Encoded>> {
+            {
+                let view = RawView::c_order(chunk, &self.repr.shape, self.elem_size);
+                src.copy_into(&view, sel)?;
             }
-            _ => {
-                let mut buf = vec![0u8; n];
-                if !sel.covers(&self.repr.shape) {
-                    fill_buffer(&mut buf, self.repr.fill_value.as_ne_bytes());
-                }
-                buf
+            if !write_empty && self.is_fill(chunk) {
+                return Ok(None);
             }
+            self.encode(Cow::Borrowed(chunk)).map(|e| Some(Encoded::single(e)))
         };
-        {
-            let view = RawView::c_order(&mut chunk, &self.repr.shape, self.elem_size);
-            src.copy_into(&view, sel)?;
+        match existing {
+            Some(v) if !covers => {
+                let bytes = v.read_all()?;
+                let mut chunk = self.decode(bytes).map_err(|e| e.with_key(v.key()))?.into_owned();
+                merge(&mut chunk)
+            }
+            _ => with_scratch(n, |buf| {
+                if !covers {
+                    fill_buffer(buf, self.repr.fill_value.as_ne_bytes());
+                }
+                merge(buf)
+            }),
         }
-        if !write_empty && self.is_fill(&chunk) {
-            return Ok(None);
-        }
-        self.encode(Cow::Owned(chunk)).map(Some)
     }
 
     /// Whether every element of a decoded chunk equals the fill value (as zarr-python decides it:
@@ -491,6 +528,56 @@ fn a2b_needs_fixed(stage: &A2BStage) -> bool {
     matches!(stage, A2BStage::NativeBytes | A2BStage::Sharding(_))
 }
 
+/// The encoded bytes of one stored value, possibly in pieces (a shard's index and its inner
+/// chunks) that a store can write without concatenating them first.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Encoded(Vec<Vec<u8>>);
+
+impl Encoded {
+    /// One contiguous piece.
+    #[must_use]
+    pub fn single(bytes: Vec<u8>) -> Self {
+        Self(vec![bytes])
+    }
+
+    /// Several pieces, stored back to back.
+    #[must_use]
+    pub fn from_parts(parts: Vec<Vec<u8>>) -> Self {
+        Self(parts)
+    }
+
+    /// The pieces.
+    #[must_use]
+    pub fn parts(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+
+    /// Total size in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    /// Whether there are no bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes as one vector (no copy for a single piece).
+    #[must_use]
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.0.len() == 1 {
+            return self.0.pop().unwrap_or_default();
+        }
+        let mut out = Vec::with_capacity(self.len());
+        for p in &self.0 {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+}
+
 /// Where written elements come from.
 pub enum ValueSource<'a> {
     /// An array (the output-side selection indexes it), with a byte-swap unit (0 = native).
@@ -524,6 +611,61 @@ impl ValueSource<'_> {
 thread_local! {
     static ZSTD_D: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
     static ZSTD_C: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` on a per-thread buffer of `len` bytes (contents unspecified). Falls back to a fresh
+/// allocation if the buffer is already in use on this thread (re-entrant use).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) -> Result<R> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let r = f(&mut buf[..len]);
+            if buf.len() > (64 << 20) {
+                // Do not keep huge buffers alive on idle threads.
+                *buf = Vec::new();
+            }
+            r
+        }
+        Err(_) => {
+            let mut buf = vec![0u8; len];
+            f(&mut buf)
+        }
+    })
+}
+
+/// Decompress a zstd frame into exactly `dst`.
+fn zstd_decode_into(src: &[u8], dst: &mut [u8]) -> Result<()> {
+    use zstd::zstd_safe;
+    match zstd_safe::get_frame_content_size(src) {
+        Ok(Some(n)) if n as usize == dst.len() => {}
+        Ok(Some(n)) => return Err(codec_err(format!("zstd: frame holds {n} bytes, expected {}", dst.len()))),
+        Ok(None) => {
+            // No size in the frame header: decode in general and check.
+            let v = zstd_decode(src)?;
+            if v.len() != dst.len() {
+                return Err(codec_err(format!("zstd: decoded {} bytes, expected {}", v.len(), dst.len())));
+            }
+            dst.copy_from_slice(&v);
+            return Ok(());
+        }
+        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
+    }
+    let r = ZSTD_D.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
+        ctx.decompress(dst, src)
+    });
+    match r {
+        Ok(got) if got == dst.len() => Ok(()),
+        Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {}", dst.len()))),
+        Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
+    }
 }
 
 /// Largest decompressed size trusted from a frame header without other evidence (16 GiB).

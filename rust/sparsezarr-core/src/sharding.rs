@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use zarrs::array::FillValue;
 use zarrs::metadata::v3::MetadataV3;
 
-use crate::codec::{ArrayRepr, CodecPlan, EngineOptions, ValueSource, codecs_from_json};
+use crate::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource, codecs_from_json};
 use crate::error::{Error, Result};
 use crate::selection::Selection;
 use crate::store::{BytesValue, Fingerprint, ValueReader};
@@ -301,7 +301,7 @@ impl ShardingPlan {
     ///
     /// # Errors
     /// Returns an error if the existing shard is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Vec<u8>>> {
+    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Encoded>> {
         let parts = sel.partition(&self.inner_shape);
         let covers = sel.covers(&self.shard.shape);
         let old_bytes: Option<Cow<'_, [u8]>> = match existing {
@@ -319,7 +319,7 @@ impl ShardingPlan {
             #[allow(clippy::cast_possible_truncation)]
             (off != MISSING).then(|| &b[off as usize..(off + n) as usize])
         };
-        let updated: Vec<(usize, Option<Vec<u8>>)> = parts
+        let updated: Vec<(usize, Option<Encoded>)> = parts
             .par_iter()
             .map(|(coords, sub)| {
                 let lin = c_linear(coords, &self.grid);
@@ -332,22 +332,25 @@ impl ShardingPlan {
                 Ok((lin, new))
             })
             .collect::<Result<_>>()?;
-        let mut new_chunks: Vec<Option<&[u8]>> = (0..self.n_inner).map(old_chunk).collect();
+        let mut new_chunks: Vec<Option<Vec<u8>>> = vec![None; self.n_inner];
         let mut touched = vec![false; self.n_inner];
-        for (lin, _) in &updated {
-            touched[*lin] = true;
+        for (lin, new) in updated {
+            touched[lin] = true;
+            new_chunks[lin] = new.map(Encoded::into_vec);
         }
-        for (lin, new) in &updated {
-            new_chunks[*lin] = new.as_deref();
+        for (lin, slot) in new_chunks.iter_mut().enumerate() {
+            if !touched[lin] {
+                *slot = old_chunk(lin).map(<[u8]>::to_vec);
+            }
         }
         if new_chunks.iter().all(Option::is_none) {
             return Ok(None);
         }
-        self.assemble(&new_chunks).map(Some)
+        self.assemble(new_chunks).map(Some)
     }
 
-    fn assemble(&self, chunks: &[Option<&[u8]>]) -> Result<Vec<u8>> {
-        let body: u64 = chunks.iter().flatten().map(|c| c.len() as u64).sum();
+    /// The pieces of a shard: index and inner chunks in C order.
+    fn assemble(&self, chunks: Vec<Option<Vec<u8>>>) -> Result<Encoded> {
         let base = if self.index_at_start { self.index_size } else { 0 };
         let mut entries = vec![MISSING; 2 * self.n_inner];
         let mut pos = base;
@@ -359,18 +362,14 @@ impl ShardingPlan {
             }
         }
         let index = self.encode_index(&entries)?;
-        #[allow(clippy::cast_possible_truncation)]
-        let mut out = Vec::with_capacity((body + self.index_size) as usize);
+        let mut parts = Vec::with_capacity(chunks.len() + 1);
+        parts.extend(chunks.into_iter().flatten());
         if self.index_at_start {
-            out.extend_from_slice(&index);
+            parts.insert(0, index);
+        } else {
+            parts.push(index);
         }
-        for c in chunks.iter().flatten() {
-            out.extend_from_slice(c);
-        }
-        if !self.index_at_start {
-            out.extend_from_slice(&index);
-        }
-        Ok(out)
+        Ok(Encoded::from_parts(parts))
     }
 
     /// A shard without any inner chunk (only its index).
@@ -500,13 +499,14 @@ mod tests {
                 let full_b = as_bytes(&full);
                 let view = RawView::c_order_const(&full_b, &[4, 6], 2);
                 let sel = Selection::whole(&[4, 6], &[0, 0]);
-                let shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap();
+                let shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap().into_vec();
                 // Partial write of one element, the rest must be unchanged.
                 let one = Selection::Orthogonal { chunk: vec![DimSel::range(3, 1), DimSel::range(5, 1)], out: vec![None, None] };
                 let shard2 = p
                     .write_from(Some(&BytesValue::new("k", &shard)), &one, &ValueSource::Scalar(&99u16.to_ne_bytes()), false)
                     .unwrap()
-                    .unwrap();
+                    .unwrap()
+                    .into_vec();
                 let mut got = vec![0u8; 48];
                 let out = RawView::c_order(&mut got, &[4, 6], 2);
                 p.read_into(&BytesValue::new("k", &shard2), &sel, &out, 0, None).unwrap();
@@ -529,7 +529,7 @@ mod tests {
         assert!(matches!(p.read_into(&BytesValue::new("k", &[1, 2, 3]), &sel, &out, 0, None), Err(Error::Decode { .. })));
         let data = as_bytes(&(0..24).collect::<Vec<_>>());
         let view = RawView::c_order_const(&data, &[4, 6], 2);
-        let mut shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap();
+        let mut shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap().into_vec();
         let n = shard.len();
         shard[n - 10] ^= 1;
         assert!(matches!(p.read_into(&BytesValue::new("k", &shard), &sel, &out, 0, None), Err(Error::Decode { .. })));

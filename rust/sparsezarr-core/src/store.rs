@@ -19,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::codec::Encoded;
 use crate::error::{Error, Result};
 
 /// Identity of one stored version of a value: if it is unchanged, cached derived data (a shard
@@ -67,6 +68,13 @@ pub trait ChunkStore: Send + Sync {
     /// # Errors
     /// Returns [`Error::ReadOnly`] for read-only stores, or an I/O error.
     fn set(&self, key: &str, value: Vec<u8>) -> Result<()>;
+    /// Store encoded pieces back to back at `key` (stores may avoid concatenating them).
+    ///
+    /// # Errors
+    /// As [`set`](Self::set).
+    fn set_encoded(&self, key: &str, value: Encoded) -> Result<()> {
+        self.set(key, value.into_vec())
+    }
     /// Remove the value at `key` (no error if absent).
     ///
     /// # Errors
@@ -139,6 +147,31 @@ impl FsStore {
     }
 }
 
+/// Write every piece, in order, with vectored writes.
+fn write_all_parts(f: &mut File, parts: &[Vec<u8>]) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let mut idx = 0; // first piece not fully written
+    let mut off = 0; // bytes of that piece already written
+    while idx < parts.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&parts[idx][off..])
+            .chain(parts[idx + 1..].iter().map(Vec::as_slice))
+            .take(1024)
+            .map(IoSlice::new)
+            .collect();
+        let mut n = f.write_vectored(&slices)?;
+        if n == 0 && slices.iter().any(|s| !s.is_empty()) {
+            return Err(ErrorKind::WriteZero.into());
+        }
+        while idx < parts.len() && n >= parts[idx].len() - off {
+            n -= parts[idx].len() - off;
+            idx += 1;
+            off = 0;
+        }
+        off += n;
+    }
+    Ok(())
+}
+
 /// An open file.
 struct FsValue {
     key: String,
@@ -201,6 +234,10 @@ impl ChunkStore for FsStore {
     }
 
     fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.set_encoded(key, Encoded::single(value))
+    }
+
+    fn set_encoded(&self, key: &str, value: Encoded) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly(key.to_string()));
         }
@@ -215,21 +252,22 @@ impl ChunkStore for FsStore {
         ));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
-            f.write_all(&value)?;
+            write_all_parts(&mut f, value.parts())?;
             drop(f);
             std::fs::rename(&tmp, &path)
         };
-        if let Err(e) = write() {
+        let mut result = write();
+        if let Err(e) = &result
+            && e.kind() == ErrorKind::NotFound
+        {
+            // The directory vanished (e.g. the array was deleted and recreated): retry once.
             let _ = std::fs::remove_file(&tmp);
-            if e.kind() == ErrorKind::NotFound {
-                // The directory vanished (e.g. the array was deleted and recreated): retry once.
-                self.known_dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&dir);
-                self.ensure_dir(&dir, key)?;
-                let mut f = File::create(&tmp).map_err(|e| Error::io(key, e))?;
-                f.write_all(&value).map_err(|e| Error::io(key, e))?;
-                drop(f);
-                return std::fs::rename(&tmp, &path).map_err(|e| Error::io(key, e));
-            }
+            self.known_dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&dir);
+            self.ensure_dir(&dir, key)?;
+            result = write();
+        }
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
             return Err(Error::io(key, e));
         }
         Ok(())
@@ -435,6 +473,17 @@ mod tests {
         assert!(store.set("../escape", vec![]).is_err());
         let ro = FsStore::new(&dir, true);
         assert!(matches!(ro.set("x", vec![]), Err(Error::ReadOnly(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn vectored_writes_keep_every_piece() {
+        let dir = std::env::temp_dir().join(format!("szvec-{}", std::process::id()));
+        let store = FsStore::new(&dir, false);
+        let parts: Vec<Vec<u8>> = (0..3000u32).map(|i| vec![(i % 251) as u8; (i % 7) as usize]).collect();
+        let want: Vec<u8> = parts.concat();
+        store.set_encoded("k", Encoded::from_parts(parts)).unwrap();
+        assert_eq!(&*store.open("k").unwrap().unwrap().read_all().unwrap(), &want[..]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -332,6 +332,21 @@ impl PyArrayEngine {
         Ok(out)
     }
 
+    /// The raw codec bound for `chunks` (a 2-d uint8 array, one whole chunk per row): best
+    /// seconds to encode and to decode them all in memory, and the encoded size.
+    #[pyo3(signature = (chunks, rounds = 3))]
+    fn codec_bound(&self, py: Python<'_>, chunks: numpy::PyReadonlyArray2<'_, u8>, rounds: usize) -> PyResult<(f64, f64, u64)> {
+        let arr = chunks.as_array();
+        let rows: Vec<&[u8]> = arr
+            .rows()
+            .into_iter()
+            .map(|r| r.to_slice().ok_or_else(|| pyo3::exceptions::PyValueError::new_err("chunks must be C-contiguous")))
+            .collect::<PyResult<_>>()?;
+        let engine = &self.inner;
+        let b = py.run_detached(|| engine.codec_bound(&rows, rounds))?;
+        Ok((b.encode_secs, b.decode_secs, b.encoded_bytes))
+    }
+
     /// Decode whole stored chunks (buffer-protocol objects or `None`) to element bytes.
     fn decode<'py>(&self, py: Python<'py>, chunks: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
         let store = snapshot_from_values(chunks, true)?;

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Run a benchmark suite with pytest-benchmark and print a markdown table with ratios.
+
+Usage::
+
+    python benches/report.py pipeline            # benches/test_bench_pipeline.py
+    python benches/report.py pipeline --json out.json
+
+Every benchmark records ``extra_info`` with a ``case``, the ``pipeline`` (or tool) it ran and the
+``bytes`` it moved. Times are the best (minimum) round. For each case the table shows every tool's
+time and throughput, and the ratio of sparsezarr's speed to each other tool's (>1 = sparsezarr is
+faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OURS = "sparsezarr"
+
+
+def run(suite: str, json_path: Path, extra: list[str]) -> None:
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS threads would steal the 2 cores
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(HERE / f"test_bench_{suite}.py"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        f"--benchmark-json={json_path}",
+        "--benchmark-disable-gc",
+        *extra,
+    ]
+    subprocess.run(cmd, check=True, env=env)
+
+
+def render(results: dict) -> str:
+    rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    order: list[str] = []
+    for b in results["benchmarks"]:
+        info = b.get("extra_info", {})
+        case, tool = info.get("case", b["name"]), info.get("pipeline", "?")
+        if case not in rows:
+            order.append(case)
+        if "encode_secs" in info:  # a codec bound measured inside Rust
+            layout = case[case.index("(") :]
+            for direction in ("encode", "decode"):
+                name = f"raw {direction} bound {layout}"
+                if name not in rows:
+                    order.append(name)
+                rows[name][tool] = (info[f"{direction}_secs"], int(info.get("bytes", 0)))
+            continue
+        rows[case][tool] = (b["stats"]["min"], int(info.get("bytes", 0)))
+    tools = [t for t in ("zarr", "zarrs", "anndata+zarr", "anndata+zarrs", "annbatch", "dense", "direct", OURS, "rust in memory") if any(t in r for r in rows.values())]
+    tools += sorted({t for r in rows.values() for t in r} - set(tools))
+    others = [t for t in tools if t not in (OURS, "rust in memory")]
+    head = "| case | " + " | ".join(tools) + " | " + " | ".join(f"{OURS} vs {t}" for t in others) + " |"
+    lines = [head, "|" + "---|" * (1 + len(tools) + len(others))]
+    for case in order:
+        r = rows[case]
+        cells = []
+        for t in tools:
+            if t in r:
+                secs, nbytes = r[t]
+                rate = f", {nbytes / secs / 1e6:.0f} MB/s" if nbytes >= 1_000_000 else ""
+                cells.append(f"{secs * 1e3:.1f} ms{rate}")
+            else:
+                cells.append("")
+        ratios = []
+        for t in others:
+            if t in r and OURS in r:
+                ratios.append(f"**{r[t][0] / r[OURS][0]:.2f}x**")
+            else:
+                ratios.append("")
+        lines.append(f"| {case} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    bound_lines = []
+    for case in order:
+        if case.startswith("full ") and OURS in rows[case]:
+            layout = case[case.index("(") :]
+            direction = "encode" if "write" in case else "decode"
+            bound = rows.get(f"raw {direction} bound {layout}", {}).get("rust in memory")
+            if bound:
+                bound_lines.append(f"- {case}: sparsezarr reaches **{bound[0] / rows[case][OURS][0]:.0%}** of the raw {direction} bound")
+    machine = results.get("machine_info", {})
+    footer = f"\nMachine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, {os.cpu_count()} cores, Python {platform.python_version()}."
+    return "\n".join(lines) + ("\n\n" + "\n".join(bound_lines) if bound_lines else "") + footer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("suite", help="suite name: benches/test_bench_<suite>.py")
+    ap.add_argument("--json", type=Path, help="keep the raw pytest-benchmark JSON here")
+    ap.add_argument("--from-json", type=Path, help="only render an existing JSON file")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = ap.parse_args()
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        json_path = args.json or Path(tempfile.mkdtemp()) / "bench.json"
+        run(args.suite, json_path, args.pytest_args)
+        results = json.loads(json_path.read_text())
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Codec pipeline benchmarks: zarr-python's default pipeline, the ``zarrs`` package and
+sparsezarr.Pipeline, in the same run, on the same stores.
+
+Run (and render the table with ratios)::
+
+    python benches/report.py pipeline
+
+Data: a 4096 x 4096 float32 field (smooth structure plus noise, rounded to 0.01, see ``make_data``),
+zstd level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
+(unsharded) and 1024 x 1024 shards of 64 x 64 chunks (sharded). Writes go to a fresh directory
+every round (removed at the end of the session, so that file deletions do not slow the file system
+down in between).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import ZstdCodec
+
+N = 4096
+PIPELINES = {
+    "zarr": "zarr.core.codec_pipeline.BatchedCodecPipeline",
+    "zarrs": "zarrs.ZarrsCodecPipeline",
+    "sparsezarr": "sparsezarr.Pipeline",
+}
+LAYOUTS = {
+    "unsharded": dict(chunks=(256, 256)),
+    "sharded": dict(chunks=(64, 64), shards=(1024, 1024)),
+}
+
+
+def make_data(n: int = N) -> np.ndarray:
+    rng = np.random.default_rng(42)
+    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
+    field = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0 + rng.normal(0.0, 1.0, (n, n))
+    return np.round(field, 2).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def data() -> np.ndarray:
+    return make_data()
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = Path(tempfile.mkdtemp(prefix="sparsezarr-bench-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _available(name: str) -> bool:
+    if name == "zarrs":
+        try:
+            import zarrs  # noqa: F401
+        except ImportError:
+            return False
+    return True
+
+
+def _pipeline_params():
+    return [pytest.param(p, marks=pytest.mark.skipif(not _available(p), reason=f"{p} not installed")) for p in PIPELINES]
+
+
+@pytest.fixture(scope="session")
+def stores(data, workdir):
+    """One store per layout, written once by zarr-python's default pipeline, read by everyone."""
+    out = {}
+    with zarr.config.set({"codec_pipeline.path": PIPELINES["zarr"]}):
+        for name, kw in LAYOUTS.items():
+            path = workdir / f"ref-{name}"
+            a = zarr.create_array(store=path, shape=data.shape, dtype="f4", compressors=ZstdCodec(level=1), **kw)
+            a[:] = data
+            out[name] = path
+    return out
+
+
+def _open(path, pipeline):
+    with zarr.config.set({"codec_pipeline.path": PIPELINES[pipeline]}):
+        return zarr.open_array(path, mode="r+")
+
+
+def _info(benchmark, **kw):
+    benchmark.extra_info.update(kw)
+
+
+@pytest.mark.parametrize("pipeline", _pipeline_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_full_write(benchmark, data, workdir, pipeline, layout):
+    counter = iter(range(10**6))
+
+    def setup():
+        os.sync()  # start every round without dirty pages waiting for writeback
+        path = workdir / f"w-{pipeline}-{layout}-{next(counter)}"
+        with zarr.config.set({"codec_pipeline.path": PIPELINES[pipeline]}):
+            arr = zarr.create_array(store=path, shape=data.shape, dtype="f4", compressors=ZstdCodec(level=1), **LAYOUTS[layout])
+        return (arr,), {}
+
+    def run(arr):
+        arr[:] = data
+
+    benchmark.pedantic(run, setup=setup, rounds=5, warmup_rounds=1)
+    _info(benchmark, case=f"full write ({layout})", pipeline=pipeline, bytes=data.nbytes)
+
+
+@pytest.mark.parametrize("pipeline", _pipeline_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_full_read(benchmark, data, stores, pipeline, layout):
+    arr = _open(stores[layout], pipeline)
+    out = benchmark.pedantic(lambda: arr[:], rounds=7, warmup_rounds=1)
+    assert np.array_equal(out, data)
+    _info(benchmark, case=f"full read ({layout})", pipeline=pipeline, bytes=data.nbytes)
+
+
+@pytest.mark.parametrize("pipeline", _pipeline_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_small_reads(benchmark, data, stores, pipeline, layout):
+    """200 reads of random 16 x 16 windows."""
+    arr = _open(stores[layout], pipeline)
+    rng = np.random.default_rng(1)
+    corners = rng.integers(0, N - 16, (200, 2))
+
+    def run():
+        return [arr[i : i + 16, j : j + 16] for i, j in corners]
+
+    outs = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    i, j = corners[7]
+    assert np.array_equal(outs[7], data[i : i + 16, j : j + 16])
+    _info(benchmark, case=f"200 small reads ({layout})", pipeline=pipeline, bytes=200 * 16 * 16 * 4)
+
+
+@pytest.mark.parametrize("pipeline", _pipeline_params())
+def test_small_write_into_shard(benchmark, data, workdir, pipeline):
+    """Write a 10 x 10 region into an existing 1024 x 1024 shard of 64 x 64 chunks."""
+    src = None
+    counter = iter(range(10**6))
+
+    def setup():
+        nonlocal src
+        path = workdir / f"sw-{pipeline}-{next(counter)}"
+        if src is None:
+            src = workdir / f"sw-src-{pipeline}"
+            with zarr.config.set({"codec_pipeline.path": PIPELINES["zarr"]}):
+                a = zarr.create_array(store=src, shape=(1024, 1024), dtype="f4", compressors=ZstdCodec(level=1), **LAYOUTS["sharded"])
+                a[:] = data[:1024, :1024]
+        shutil.copytree(src, path)
+        os.sync()
+        return (_open(path, pipeline),), {}
+
+    patch = np.full((10, 10), -1.0, dtype="f4")
+
+    def run(arr):
+        arr[500:510, 500:510] = patch
+
+    benchmark.pedantic(run, setup=setup, rounds=10, warmup_rounds=1)
+    _info(benchmark, case="small write into a shard", pipeline=pipeline, bytes=patch.nbytes)
+
+
+@pytest.mark.parametrize("pipeline", _pipeline_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_fancy_read(benchmark, data, stores, pipeline, layout):
+    """Orthogonal integer-array read: 100 scattered rows x 100 scattered columns."""
+    arr = _open(stores[layout], pipeline)
+    rng = np.random.default_rng(2)
+    rows = np.sort(rng.choice(N, 100, replace=False))
+    cols = np.sort(rng.choice(N, 100, replace=False))
+    out = benchmark.pedantic(lambda: arr.oindex[rows, cols], rounds=5, warmup_rounds=1)
+    assert np.array_equal(out, data[np.ix_(rows, cols)])
+    _info(benchmark, case=f"fancy-index read ({layout})", pipeline=pipeline, bytes=out.nbytes)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_raw_codec_bound(benchmark, data, layout):
+    """The same chunks encoded and decoded by the Rust engine in memory (timed inside Rust, no
+    store, no copying into an array): the bound a pipeline can approach."""
+    from sparsezarr import _lib
+
+    c = LAYOUTS[layout]["chunks"][0]
+    chunks = data.reshape(N // c, c, N // c, c).transpose(0, 2, 1, 3).reshape(-1, c * c).copy().view(np.uint8)
+    codecs = json.dumps([{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd", "configuration": {"level": 1, "checksum": False}}])
+    engine = _lib.ArrayEngine.from_parts(codecs, [c, c], '"float32"', bytes(4))
+    enc, dec, nbytes = engine.codec_bound(chunks, rounds=5)
+    # Recorded as two pseudo-benchmarks (the timing happens in Rust).
+    benchmark.pedantic(lambda: None, rounds=1)
+    benchmark.extra_info.update(case=f"raw codec bound ({layout})", pipeline="rust in memory", bytes=data.nbytes, encode_secs=enc, decode_secs=dec, ratio=data.nbytes / nbytes)

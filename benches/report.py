@@ -56,9 +56,10 @@ def render(results: dict) -> str:
         if case not in rows:
             order.append(case)
         if "encode_secs" in info:  # a codec bound measured inside Rust
+            prefix = case.split(": ")[0] + ": " if ": " in case else ""
             layout = case[case.index("(") :]
             for direction in ("encode", "decode"):
-                name = f"raw {direction} bound {layout}"
+                name = f"{prefix}raw {direction} bound {layout}"
                 if name not in rows:
                     order.append(name)
                 rows[name][tool] = (info[f"{direction}_secs"], int(info.get("bytes", 0)))
@@ -88,10 +89,11 @@ def render(results: dict) -> str:
         lines.append(f"| {case} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     bound_lines = []
     for case in order:
-        if case.startswith("full ") and OURS in rows[case]:
+        if "full " in case and OURS in rows[case]:
+            prefix = case.split(": ")[0] + ": " if ": " in case else ""
             layout = case[case.index("(") :]
             direction = "encode" if "write" in case else "decode"
-            bound = rows.get(f"raw {direction} bound {layout}", {}).get("rust in memory")
+            bound = rows.get(f"{prefix}raw {direction} bound {layout}", {}).get("rust in memory")
             if bound:
                 bound_lines.append(f"- {case}: sparsezarr reaches **{bound[0] / rows[case][OURS][0]:.0%}** of the raw {direction} bound")
     machine = results.get("machine_info", {})

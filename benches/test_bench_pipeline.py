@@ -5,11 +5,13 @@ Run (and render the table with ratios)::
 
     python benches/report.py pipeline
 
-Data: a 4096 x 4096 float32 field (smooth structure plus noise, rounded to 0.01, see ``make_data``),
-zstd level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
+Data: two 4096 x 4096 float32 datasets (see ``make_data``): ``field``, a smooth structure plus
+measurement-like noise rounded to 0.01 (compresses ~1.5x; zstd itself is the bottleneck), and
+``smooth``, the noise-free structure (compresses ~3x, so per-chunk overheads matter). zstd level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
 (unsharded) and 1024 x 1024 shards of 64 x 64 chunks (sharded). Writes go to a fresh directory
-every round (removed at the end of the session, so that file deletions do not slow the file system
-down in between).
+every round; before each round the previous round's output is removed and ``os.sync()`` flushes
+dirty pages, so that neither writeback nor a growing page cache (memory-cgroup reclaim) of
+earlier rounds and earlier tools slows a measurement down.
 """
 
 from __future__ import annotations
@@ -37,16 +39,26 @@ LAYOUTS = {
 }
 
 
-def make_data(n: int = N) -> np.ndarray:
-    rng = np.random.default_rng(42)
+DATASETS = ["field", "smooth"]
+
+
+def make_data(kind: str = "field", n: int = N) -> np.ndarray:
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
-    field = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0 + rng.normal(0.0, 1.0, (n, n))
-    return np.round(field, 2).astype(np.float32)
+    structure = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0
+    if kind == "smooth":
+        return structure.astype(np.float32)
+    rng = np.random.default_rng(42)
+    return np.round(structure + rng.normal(0.0, 1.0, (n, n)), 2).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def data() -> np.ndarray:
-    return make_data()
+@pytest.fixture(scope="module", params=DATASETS)
+def dataset(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def data(dataset) -> np.ndarray:
+    return make_data(dataset)
 
 
 @pytest.fixture(scope="session")
@@ -69,13 +81,13 @@ def _pipeline_params():
     return [pytest.param(p, marks=pytest.mark.skipif(not _available(p), reason=f"{p} not installed")) for p in PIPELINES]
 
 
-@pytest.fixture(scope="session")
-def stores(data, workdir):
+@pytest.fixture(scope="module")
+def stores(data, dataset, workdir):
     """One store per layout, written once by zarr-python's default pipeline, read by everyone."""
     out = {}
     with zarr.config.set({"codec_pipeline.path": PIPELINES["zarr"]}):
         for name, kw in LAYOUTS.items():
-            path = workdir / f"ref-{name}"
+            path = workdir / f"ref-{dataset}-{name}"
             a = zarr.create_array(store=path, shape=data.shape, dtype="f4", compressors=ZstdCodec(level=1), **kw)
             a[:] = data
             out[name] = path
@@ -91,37 +103,56 @@ def _info(benchmark, **kw):
     benchmark.extra_info.update(kw)
 
 
+class _Rounds:
+    """Fresh output directories, one per round; the previous one is removed before the next."""
+
+    def __init__(self, workdir: Path, prefix: str) -> None:
+        self.workdir, self.prefix, self.n, self.prev = workdir, prefix, 0, None
+
+    def next(self) -> Path:
+        if self.prev is not None:
+            shutil.rmtree(self.prev, ignore_errors=True)
+        self.n += 1
+        self.prev = self.workdir / f"{self.prefix}-{self.n}"
+        return self.prev
+
+    def close(self) -> None:
+        if self.prev is not None:
+            shutil.rmtree(self.prev, ignore_errors=True)
+
+
 @pytest.mark.parametrize("pipeline", _pipeline_params())
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_full_write(benchmark, data, workdir, pipeline, layout):
-    counter = iter(range(10**6))
+def test_full_write(benchmark, data, dataset, workdir, pipeline, layout):
+    rounds = _Rounds(workdir, f"w-{dataset}-{pipeline}-{layout}")
 
     def setup():
-        os.sync()  # start every round without dirty pages waiting for writeback
-        path = workdir / f"w-{pipeline}-{layout}-{next(counter)}"
+        path = rounds.next()
         with zarr.config.set({"codec_pipeline.path": PIPELINES[pipeline]}):
             arr = zarr.create_array(store=path, shape=data.shape, dtype="f4", compressors=ZstdCodec(level=1), **LAYOUTS[layout])
+        os.sync()
         return (arr,), {}
 
     def run(arr):
         arr[:] = data
 
     benchmark.pedantic(run, setup=setup, rounds=5, warmup_rounds=1)
-    _info(benchmark, case=f"full write ({layout})", pipeline=pipeline, bytes=data.nbytes)
+    rounds.close()
+    _info(benchmark, case=f"{dataset}: full write ({layout})", pipeline=pipeline, bytes=data.nbytes)
 
 
 @pytest.mark.parametrize("pipeline", _pipeline_params())
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_full_read(benchmark, data, stores, pipeline, layout):
+def test_full_read(benchmark, data, dataset, stores, pipeline, layout):
     arr = _open(stores[layout], pipeline)
     out = benchmark.pedantic(lambda: arr[:], rounds=7, warmup_rounds=1)
     assert np.array_equal(out, data)
-    _info(benchmark, case=f"full read ({layout})", pipeline=pipeline, bytes=data.nbytes)
+    _info(benchmark, case=f"{dataset}: full read ({layout})", pipeline=pipeline, bytes=data.nbytes)
 
 
 @pytest.mark.parametrize("pipeline", _pipeline_params())
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_small_reads(benchmark, data, stores, pipeline, layout):
+def test_small_reads(benchmark, data, dataset, stores, pipeline, layout):
     """200 reads of random 16 x 16 windows."""
     arr = _open(stores[layout], pipeline)
     rng = np.random.default_rng(1)
@@ -133,20 +164,20 @@ def test_small_reads(benchmark, data, stores, pipeline, layout):
     outs = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     i, j = corners[7]
     assert np.array_equal(outs[7], data[i : i + 16, j : j + 16])
-    _info(benchmark, case=f"200 small reads ({layout})", pipeline=pipeline, bytes=200 * 16 * 16 * 4)
+    _info(benchmark, case=f"{dataset}: 200 small reads ({layout})", pipeline=pipeline, bytes=200 * 16 * 16 * 4)
 
 
 @pytest.mark.parametrize("pipeline", _pipeline_params())
-def test_small_write_into_shard(benchmark, data, workdir, pipeline):
+def test_small_write_into_shard(benchmark, data, dataset, workdir, pipeline):
     """Write a 10 x 10 region into an existing 1024 x 1024 shard of 64 x 64 chunks."""
     src = None
-    counter = iter(range(10**6))
+    rounds = _Rounds(workdir, f"sw-{dataset}-{pipeline}")
 
     def setup():
         nonlocal src
-        path = workdir / f"sw-{pipeline}-{next(counter)}"
+        path = rounds.next()
         if src is None:
-            src = workdir / f"sw-src-{pipeline}"
+            src = workdir / f"sw-src-{dataset}-{pipeline}"
             with zarr.config.set({"codec_pipeline.path": PIPELINES["zarr"]}):
                 a = zarr.create_array(store=src, shape=(1024, 1024), dtype="f4", compressors=ZstdCodec(level=1), **LAYOUTS["sharded"])
                 a[:] = data[:1024, :1024]
@@ -160,12 +191,13 @@ def test_small_write_into_shard(benchmark, data, workdir, pipeline):
         arr[500:510, 500:510] = patch
 
     benchmark.pedantic(run, setup=setup, rounds=10, warmup_rounds=1)
-    _info(benchmark, case="small write into a shard", pipeline=pipeline, bytes=patch.nbytes)
+    rounds.close()
+    _info(benchmark, case=f"{dataset}: small write into a shard", pipeline=pipeline, bytes=patch.nbytes)
 
 
 @pytest.mark.parametrize("pipeline", _pipeline_params())
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_fancy_read(benchmark, data, stores, pipeline, layout):
+def test_fancy_read(benchmark, data, dataset, stores, pipeline, layout):
     """Orthogonal integer-array read: 100 scattered rows x 100 scattered columns."""
     arr = _open(stores[layout], pipeline)
     rng = np.random.default_rng(2)
@@ -173,11 +205,11 @@ def test_fancy_read(benchmark, data, stores, pipeline, layout):
     cols = np.sort(rng.choice(N, 100, replace=False))
     out = benchmark.pedantic(lambda: arr.oindex[rows, cols], rounds=5, warmup_rounds=1)
     assert np.array_equal(out, data[np.ix_(rows, cols)])
-    _info(benchmark, case=f"fancy-index read ({layout})", pipeline=pipeline, bytes=out.nbytes)
+    _info(benchmark, case=f"{dataset}: fancy-index read ({layout})", pipeline=pipeline, bytes=out.nbytes)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_raw_codec_bound(benchmark, data, layout):
+def test_raw_codec_bound(benchmark, data, dataset, layout):
     """The same chunks encoded and decoded by the Rust engine in memory (timed inside Rust, no
     store, no copying into an array): the bound a pipeline can approach."""
     from sparsezarr import _lib
@@ -189,4 +221,4 @@ def test_raw_codec_bound(benchmark, data, layout):
     enc, dec, nbytes = engine.codec_bound(chunks, rounds=5)
     # Recorded as two pseudo-benchmarks (the timing happens in Rust).
     benchmark.pedantic(lambda: None, rounds=1)
-    benchmark.extra_info.update(case=f"raw codec bound ({layout})", pipeline="rust in memory", bytes=data.nbytes, encode_secs=enc, decode_secs=dec, ratio=data.nbytes / nbytes)
+    benchmark.extra_info.update(case=f"{dataset}: raw codec bound ({layout})", pipeline="rust in memory", bytes=data.nbytes, encode_secs=enc, decode_secs=dec, ratio=data.nbytes / nbytes)

@@ -308,8 +308,8 @@ def _child(path: str, i: int, q) -> None:
     try:
         a = zarr.open_array(path)
         total = int(a[500:].sum())  # a region no child writes
-        a[i * 50 : (i + 1) * 50] = 1  # disjoint regions per child
-        q.put((total, int(a[i * 50 : (i + 1) * 50].sum())))
+        a[i * 100 : (i + 1) * 100] = 1  # disjoint shards per child (concurrent writers of one shard race)
+        q.put((total, int(a[i * 100 : (i + 1) * 100].sum())))
     except Exception as e:  # pragma: no cover - reported to the parent
         q.put(repr(e))
 
@@ -329,8 +329,8 @@ def test_fork_safety(tmp_path, ours):
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    assert results == [(374750, 50), (374750, 50)]
-    np.testing.assert_array_equal(a[:100], np.ones(100))
+    assert results == [(374750, 100), (374750, 100)]
+    np.testing.assert_array_equal(a[:200], np.ones(200))
 
 
 def test_other_stores_fall_back_and_strict_refuses(tmp_path, caplog):

@@ -340,7 +340,7 @@ class Pipeline(CodecPipeline):
         STATS[f"read.rust.{target[2]}"] += 1
         engine, store, kind = target
         swap = _swap_unit(out_arr.dtype)
-        work = out_arr.nbytes + len(batch) * engine.elem_size * int(np.prod(engine.chunk_shape))
+        work = out_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
         if kind == "local":
             if not store._is_open:
@@ -369,7 +369,7 @@ class Pipeline(CodecPipeline):
         spec = batch[0][1]
         write_empty = bool(spec.config.write_empty_chunks)
         swap = _swap_unit(value_arr.dtype)
-        work = value_arr.nbytes + len(batch) * engine.elem_size * int(np.prod(engine.chunk_shape))
+        work = value_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
         if kind == "local":
             if store.read_only:

@@ -170,6 +170,30 @@ impl ArrayEngine {
         &self.options
     }
 
+    /// Whether a batch is small enough to run on the calling thread (handing it to the pool costs
+    /// more than it saves): one chunk that is not sharded, or one shard of which at most a few inner
+    /// chunks are touched.
+    fn is_small(&self, requests: &[ChunkRequest]) -> bool {
+        const FEW: usize = 4;
+        match requests {
+            [] => true,
+            [r] => match self.plan.as_sharding() {
+                None => true,
+                Some(s) => {
+                    let mut plan = s;
+                    let mut sel = r.selection.partition(plan.inner_shape());
+                    while sel.len() == 1 && plan.inner().as_sharding().is_some() {
+                        let inner = plan.inner().as_sharding().unwrap_or(plan);
+                        sel = sel[0].1.partition(inner.inner_shape());
+                        plan = inner;
+                    }
+                    sel.len() <= FEW
+                }
+            },
+            _ => false,
+        }
+    }
+
     /// Read a batch of chunks into `out`. Returns, per request, whether the chunk was stored
     /// (missing chunks read as the fill value).
     ///
@@ -193,7 +217,7 @@ impl ArrayEngine {
                 }
             }
         };
-        if requests.len() <= 1 && self.plan.as_sharding().is_none() {
+        if self.is_small(requests) {
             return requests.iter().map(one).collect();
         }
         run_in_pool(self.concurrency.threads, || requests.par_iter().map(one).collect())
@@ -244,7 +268,7 @@ impl ArrayEngine {
             );
             stored.and(written)
         };
-        if requests.len() <= 1 && self.plan.as_sharding().is_none() {
+        if self.is_small(requests) {
             return work();
         }
         run_in_pool(self.concurrency.threads, work)

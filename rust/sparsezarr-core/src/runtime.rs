@@ -83,6 +83,37 @@ pub fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> Result<T> + Send
     crate::error::catch_panic(|| pool.install(f))
 }
 
+/// Whether the current thread is a worker of a sparsezarr pool. Parallel iterators must only run
+/// there: outside, rayon would start its global pool, which does not survive `fork()`.
+#[must_use]
+pub fn in_pool() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// Run `f` on every item, in parallel inside a pool and sequentially outside one.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn try_for_each<T: Sync, F>(items: &[T], f: F) -> Result<()>
+where
+    F: Fn(&T) -> Result<()> + Sync + Send,
+{
+    use rayon::prelude::*;
+    if in_pool() && items.len() > 1 { items.par_iter().try_for_each(f) } else { items.iter().try_for_each(f) }
+}
+
+/// Map `f` over every item (in order), in parallel inside a pool and sequentially outside one.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn try_map<T: Sync, R: Send, F>(items: &[T], f: F) -> Result<Vec<R>>
+where
+    F: Fn(&T) -> Result<R> + Sync + Send,
+{
+    use rayon::prelude::*;
+    if in_pool() && items.len() > 1 { items.par_iter().map(f).collect() } else { items.iter().map(f).collect() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

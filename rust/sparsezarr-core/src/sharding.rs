@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rayon::prelude::*;
 use zarrs::array::FillValue;
 use zarrs::metadata::v3::MetadataV3;
 
@@ -266,7 +265,7 @@ impl ShardingPlan {
         };
         if let Some(bytes) = &whole {
             #[allow(clippy::cast_possible_truncation)]
-            return present.par_iter().try_for_each(|(off, n, sub)| decode_one(&bytes[*off as usize..(*off + *n) as usize], sub));
+            return crate::runtime::try_for_each(&present, |(off, n, sub)| decode_one(&bytes[*off as usize..(*off + *n) as usize], sub));
         }
         // Coalesce byte ranges: sort by offset, merge when the gap is small.
         present.sort_by_key(|p| p.0);
@@ -282,10 +281,10 @@ impl ShardingPlan {
             }
             groups.push((*off, *n, vec![i]));
         }
-        groups.par_iter().try_for_each(|(start, len, members)| {
+        crate::runtime::try_for_each(&groups, |(start, len, members)| {
             let bytes = value.read_range(*start, *len)?;
             #[allow(clippy::cast_possible_truncation)]
-            members.par_iter().try_for_each(|&i| {
+            crate::runtime::try_for_each(members, |&i| {
                 let (off, n, sub) = &present[i];
                 let rel = (off - start) as usize;
                 decode_one(&bytes[rel..rel + *n as usize], sub)
@@ -319,9 +318,7 @@ impl ShardingPlan {
             #[allow(clippy::cast_possible_truncation)]
             (off != MISSING).then(|| &b[off as usize..(off + n) as usize])
         };
-        let updated: Vec<(usize, Option<Encoded>)> = parts
-            .par_iter()
-            .map(|(coords, sub)| {
+        let updated: Vec<(usize, Option<Encoded>)> = crate::runtime::try_map(&parts, |(coords, sub)| {
                 let lin = c_linear(coords, &self.grid);
                 let prev = if sub.covers(&self.inner_shape) { None } else { old_chunk(lin) };
                 let prev_value = prev.map(|b| BytesValue::new(key, b));
@@ -330,8 +327,7 @@ impl ShardingPlan {
                     .write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty)
                     .map_err(|e| e.with_key(key))?;
                 Ok((lin, new))
-            })
-            .collect::<Result<_>>()?;
+            })?;
         let mut new_chunks: Vec<Option<Vec<u8>>> = vec![None; self.n_inner];
         let mut touched = vec![false; self.n_inner];
         for (lin, new) in updated {

@@ -202,6 +202,17 @@ impl PyArrayEngine {
         u8_array(py, self.inner.fill_bytes().to_vec())
     }
 
+    /// Decoded size in bytes of the smallest independently decodable unit: an inner chunk of a
+    /// shard for sharded arrays, a chunk otherwise (used to estimate the work of a batch).
+    #[getter]
+    fn unit_bytes(&self) -> u64 {
+        let mut plan = self.inner.plan();
+        while let Some(s) = plan.as_sharding() {
+            plan = s.inner();
+        }
+        plan.repr().num_bytes().map_or(u64::MAX, |n| n as u64)
+    }
+
     /// Whether the chain is exactly one sharding codec (partial shard reads/writes).
     #[getter]
     fn is_sharded(&self) -> bool {

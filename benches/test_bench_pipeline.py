@@ -5,9 +5,10 @@ Run (and render the table with ratios)::
 
     python benches/report.py pipeline
 
-Data: two 4096 x 4096 float32 datasets (see ``make_data``): ``field``, a smooth structure plus
-measurement-like noise rounded to 0.01 (compresses ~1.5x; zstd itself is the bottleneck), and
-``smooth``, the noise-free structure (compresses ~3x, so per-chunk overheads matter). zstd level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
+Data: three 4096 x 4096 float32 datasets (see ``make_data``): ``field``, a smooth structure plus
+measurement-like noise rounded to 0.01 (compresses ~1.5x; zstd itself is the bottleneck),
+``smooth``, the noise-free structure (compresses ~3x, so per-chunk overheads matter), and
+``random``, uniform random numbers (barely compressible; zstd mostly stores literals). zstd level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
 (unsharded) and 1024 x 1024 shards of 64 x 64 chunks (sharded). Writes go to a fresh directory
 every round; before each round the previous round's output is removed and ``os.sync()`` flushes
 dirty pages, so that neither writeback nor a growing page cache (memory-cgroup reclaim) of
@@ -39,10 +40,12 @@ LAYOUTS = {
 }
 
 
-DATASETS = ["field", "smooth"]
+DATASETS = ["field", "smooth", "random"]
 
 
 def make_data(kind: str = "field", n: int = N) -> np.ndarray:
+    if kind == "random":
+        return np.random.default_rng(7).random((n, n), dtype=np.float32)
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
     structure = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0
     if kind == "smooth":

@@ -7,18 +7,15 @@
 //! transpose, bitround, fletcher32, ...) runs through zarrs' codec traits.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use zarrs::array::{
-    ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits, BytesRepresentation, BytesToBytesCodecTraits, Codec,
-    CodecOptions, DataType, FillValue,
-};
+use zarrs::array::{ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits, BytesRepresentation, Codec, CodecOptions, DataType, FillValue};
 pub use zarrs::metadata::v3::MetadataV3;
 use zarrs::plugin::ExtensionName;
 
 use crate::error::{Error, Result};
+use crate::bytes_chain::{BytesChain, with_scratch};
 use crate::sharding::ShardingPlan;
 use crate::store::{BytesValue, ValueReader};
 use crate::strided::{Direction, RawView, copy_selection, fill_buffer};
@@ -103,13 +100,6 @@ enum A2BStage {
     Zarrs(Arc<dyn ArrayToBytesCodecTraits>),
 }
 
-#[derive(Debug)]
-enum B2BStage {
-    Zstd { level: i32, checksum: bool },
-    Crc32c,
-    Zarrs { codec: Arc<dyn BytesToBytesCodecTraits>, decoded: BytesRepresentation },
-}
-
 /// A codec chain bound to one chunk representation.
 #[derive(Debug)]
 pub struct CodecPlan {
@@ -122,12 +112,12 @@ pub struct CodecPlan {
     a2b: A2BStage,
     /// Size of the array-to-bytes output, if fixed.
     a2b_encoded: BytesRepresentation,
-    b2b: Vec<B2BStage>,
+    b2b: BytesChain,
     codec_options: CodecOptions,
     options: EngineOptions,
 }
 
-fn codec_err(e: impl std::fmt::Display) -> Error {
+pub(crate) fn codec_err(e: impl std::fmt::Display) -> Error {
     Error::decode("", e)
 }
 
@@ -149,7 +139,7 @@ impl CodecPlan {
         let codec_options = CodecOptions::default().with_validate_checksums(options.validate_checksums);
         let mut a2a = Vec::new();
         let mut a2b: Option<A2BStage> = None;
-        let mut b2b_meta: Vec<&MetadataV3> = Vec::new();
+        let mut b2b_meta: Vec<MetadataV3> = Vec::new();
         let mut current = repr.clone();
         for meta in codecs {
             let name = meta.name();
@@ -183,7 +173,7 @@ impl CodecPlan {
                     }
                 }
             } else {
-                b2b_meta.push(meta);
+                b2b_meta.push(meta.clone());
             }
         }
         let a2b = a2b.ok_or_else(|| Error::InvalidMetadata("no array-to-bytes codec".into()))?;
@@ -198,40 +188,7 @@ impl CodecPlan {
                 .encoded_representation(&a2b_input_nz, &current.data_type, &current.fill_value)
                 .map_err(|e| Error::InvalidMetadata(e.to_string()))?,
         };
-        let mut b2b = Vec::new();
-        let mut decoded = a2b_encoded;
-        for meta in b2b_meta {
-            let name = meta.name();
-            let stage = match name {
-                "zstd" => {
-                    let cfg = meta.configuration();
-                    let level = cfg.and_then(|c| c.get("level")).and_then(serde_json::Value::as_i64).unwrap_or(0);
-                    let checksum = cfg.and_then(|c| c.get("checksum")).and_then(serde_json::Value::as_bool).unwrap_or(false);
-                    B2BStage::Zstd { level: i32::try_from(level).map_err(|_| Error::InvalidMetadata("zstd level".into()))?, checksum }
-                }
-                "crc32c" => B2BStage::Crc32c,
-                _ => match Codec::from_metadata(meta) {
-                    Ok(Codec::BytesToBytes(codec)) => B2BStage::Zarrs { codec, decoded },
-                    Ok(_) => return Err(Error::InvalidMetadata(format!("codec {name} after the array-to-bytes codec"))),
-                    Err(e) => {
-                        if meta.must_understand() {
-                            return Err(Error::Unsupported(format!("codec {name}: {e}")));
-                        }
-                        continue;
-                    }
-                },
-            };
-            decoded = match &stage {
-                B2BStage::Zstd { .. } => BytesRepresentation::UnboundedSize,
-                B2BStage::Crc32c => match decoded {
-                    BytesRepresentation::FixedSize(n) => BytesRepresentation::FixedSize(n + 4),
-                    BytesRepresentation::BoundedSize(n) => BytesRepresentation::BoundedSize(n + 4),
-                    BytesRepresentation::UnboundedSize => BytesRepresentation::UnboundedSize,
-                },
-                B2BStage::Zarrs { codec, decoded } => codec.encoded_representation(decoded),
-            };
-            b2b.push(stage);
-        }
+        let b2b = BytesChain::new(&b2b_meta, a2b_encoded, options)?;
         Ok(Self {
             repr_nz: repr.nz_shape()?,
             repr,
@@ -272,21 +229,10 @@ impl CodecPlan {
     /// Encoded size for a fixed-size chain (no compression), if it is fixed.
     #[must_use]
     pub fn fixed_encoded_size(&self) -> Option<u64> {
-        let mut size = match self.a2b_encoded {
-            BytesRepresentation::FixedSize(n) => n,
-            _ => return None,
-        };
-        for stage in &self.b2b {
-            size = match stage {
-                B2BStage::Crc32c => size + 4,
-                B2BStage::Zarrs { codec, decoded } => match codec.encoded_representation(decoded) {
-                    BytesRepresentation::FixedSize(n) => n,
-                    _ => return None,
-                },
-                B2BStage::Zstd { .. } => return None,
-            };
+        match self.a2b_encoded {
+            BytesRepresentation::FixedSize(n) => self.b2b.fixed_encoded_size(n),
+            _ => None,
         }
-        Some(size)
     }
 
     /// Decode one stored chunk to its C-ordered element bytes.
@@ -294,10 +240,7 @@ impl CodecPlan {
     /// # Errors
     /// Returns [`Error::Decode`] (without a key; see [`Error::with_key`]) if the bytes are corrupt.
     pub fn decode<'a>(&self, encoded: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
-        let mut bytes = encoded;
-        for stage in self.b2b.iter().rev() {
-            bytes = self.decode_b2b(stage, bytes)?;
-        }
+        let bytes = self.b2b.decode(encoded)?;
         let mut arr: Cow<'a, [u8]> = match &self.a2b {
             A2BStage::NativeBytes => {
                 let want = self.a2b_input.num_bytes()?;
@@ -334,33 +277,6 @@ impl CodecPlan {
         Ok(arr)
     }
 
-    fn decode_b2b<'a>(&self, stage: &B2BStage, bytes: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
-        match stage {
-            B2BStage::Zstd { .. } => zstd_decode(&bytes).map(Cow::Owned),
-            B2BStage::Crc32c => {
-                if bytes.len() < 4 {
-                    return Err(codec_err("crc32c: value shorter than its checksum"));
-                }
-                let n = bytes.len() - 4;
-                if self.options.validate_checksums {
-                    let stored = u32::from_le_bytes(bytes[n..].try_into().unwrap_or_default());
-                    let actual = crc32c::crc32c(&bytes[..n]);
-                    if stored != actual {
-                        return Err(codec_err(format!("crc32c checksum mismatch (stored {stored:#010x}, computed {actual:#010x})")));
-                    }
-                }
-                Ok(match bytes {
-                    Cow::Borrowed(b) => Cow::Borrowed(&b[..n]),
-                    Cow::Owned(mut v) => {
-                        v.truncate(n);
-                        Cow::Owned(v)
-                    }
-                })
-            }
-            B2BStage::Zarrs { codec, decoded } => codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err),
-        }
-    }
-
     /// Encode C-ordered chunk elements.
     ///
     /// # Errors
@@ -390,18 +306,7 @@ impl CodecPlan {
                 .encode(ArrayBytes::new_flen(arr), &self.a2b_input_nz, &self.a2b_input.data_type, &self.a2b_input.fill_value, &self.codec_options)
                 .map_err(|e| enc(&e))?,
         };
-        for stage in &self.b2b {
-            bytes = match stage {
-                B2BStage::Zstd { level, checksum } => Cow::Owned(zstd_encode(&bytes, *level, *checksum)?),
-                B2BStage::Crc32c => {
-                    let crc = crc32c::crc32c(&bytes);
-                    let mut v = bytes.into_owned();
-                    v.extend_from_slice(&crc.to_le_bytes());
-                    Cow::Owned(v)
-                }
-                B2BStage::Zarrs { codec, .. } => codec.encode(bytes, &self.codec_options).map_err(|e| enc(&e))?,
-            };
-        }
+        bytes = self.b2b.encode(bytes)?;
         Ok(bytes.into_owned())
     }
 
@@ -431,25 +336,13 @@ impl CodecPlan {
     /// Returns the decode error or the error of `f`.
     pub fn with_decoded<R>(&self, encoded: Cow<'_, [u8]>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         if self.a2a.is_empty() && matches!(self.a2b, A2BStage::NativeBytes) {
-            let mut bytes = encoded;
-            let mut stages = self.b2b.iter().rev().peekable();
-            while let Some(stage) = stages.next() {
-                if stages.peek().is_none()
-                    && let B2BStage::Zstd { .. } = stage
-                {
-                    let want = self.repr.num_bytes()?;
-                    return with_scratch(want, |buf| {
-                        zstd_decode_into(&bytes, buf)?;
-                        f(buf)
-                    });
-                }
-                bytes = self.decode_b2b(stage, bytes)?;
-            }
             let want = self.repr.num_bytes()?;
-            if bytes.len() != want {
-                return Err(codec_err(format!("expected {want} decoded bytes, got {}", bytes.len())));
-            }
-            return f(&bytes);
+            return self.b2b.with_decoded(encoded, want, |bytes| {
+                if bytes.len() != want {
+                    return Err(codec_err(format!("expected {want} decoded bytes, got {}", bytes.len())));
+                }
+                f(bytes)
+            });
         }
         let chunk = self.decode(encoded)?;
         f(&chunk)
@@ -601,117 +494,6 @@ impl ValueSource<'_> {
             Self::Array { view, swap } => copy_selection(chunk, view, sel, Direction::OutToChunk, *swap),
             Self::Scalar(elem) => crate::strided::fill_selection(chunk, sel, elem, true),
         }
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// zstd with per-thread contexts
-// ------------------------------------------------------------------------------------------------
-
-thread_local! {
-    static ZSTD_D: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
-    static ZSTD_C: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Run `f` on a per-thread buffer of `len` bytes (contents unspecified). Falls back to a fresh
-/// allocation if the buffer is already in use on this thread (re-entrant use).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) -> Result<R> {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            let r = f(&mut buf[..len]);
-            if buf.len() > (64 << 20) {
-                // Do not keep huge buffers alive on idle threads.
-                *buf = Vec::new();
-            }
-            r
-        }
-        Err(_) => {
-            let mut buf = vec![0u8; len];
-            f(&mut buf)
-        }
-    })
-}
-
-/// Decompress a zstd frame into exactly `dst`.
-fn zstd_decode_into(src: &[u8], dst: &mut [u8]) -> Result<()> {
-    use zstd::zstd_safe;
-    match zstd_safe::get_frame_content_size(src) {
-        Ok(Some(n)) if n as usize == dst.len() => {}
-        Ok(Some(n)) => return Err(codec_err(format!("zstd: frame holds {n} bytes, expected {}", dst.len()))),
-        Ok(None) => {
-            // No size in the frame header: decode in general and check.
-            let v = zstd_decode(src)?;
-            if v.len() != dst.len() {
-                return Err(codec_err(format!("zstd: decoded {} bytes, expected {}", v.len(), dst.len())));
-            }
-            dst.copy_from_slice(&v);
-            return Ok(());
-        }
-        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
-    }
-    let r = ZSTD_D.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
-        ctx.decompress(dst, src)
-    });
-    match r {
-        Ok(got) if got == dst.len() => Ok(()),
-        Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {}", dst.len()))),
-        Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
-    }
-}
-
-/// Largest decompressed size trusted from a frame header without other evidence (16 GiB).
-const MAX_FRAME_CONTENT: u64 = 16 << 30;
-
-fn zstd_decode(src: &[u8]) -> Result<Vec<u8>> {
-    use zstd::zstd_safe;
-    let size = match zstd_safe::get_frame_content_size(src) {
-        Ok(Some(n)) if n <= MAX_FRAME_CONTENT => Some(n),
-        Ok(_) => None,
-        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
-    };
-    if let Some(n) = size
-        && zstd_safe::find_frame_compressed_size(src).is_ok_and(|c| c == src.len())
-    {
-        #[allow(clippy::cast_possible_truncation)]
-        let mut out: Vec<u8> = Vec::with_capacity(n as usize);
-        let r = ZSTD_D.with(|cell| {
-            let mut guard = cell.borrow_mut();
-            let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
-            ctx.decompress(&mut out, src)
-        });
-        return match r {
-            Ok(_) if out.len() as u64 == n => Ok(out),
-            Ok(got) => Err(codec_err(format!("zstd: frame declares {n} bytes but decoded {got}"))),
-            Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
-        };
-    }
-    // Unknown content size or several frames: stream.
-    zstd::stream::decode_all(src).map_err(|e| codec_err(format!("zstd: {e}")))
-}
-
-fn zstd_encode(src: &[u8], level: i32, checksum: bool) -> Result<Vec<u8>> {
-    use zstd::zstd_safe::{self, CParameter};
-    let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(src.len()));
-    let r = ZSTD_C.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let ctx = guard.get_or_insert_with(zstd_safe::CCtx::create);
-        ctx.set_parameter(CParameter::CompressionLevel(level))?;
-        ctx.set_parameter(CParameter::ChecksumFlag(checksum))?;
-        ctx.set_parameter(CParameter::ContentSizeFlag(true))?;
-        ctx.compress2(&mut out, src)
-    });
-    match r {
-        Ok(_) => Ok(out),
-        Err(code) => Err(Error::encode("", format!("zstd: {}", zstd_safe::get_error_name(code)))),
     }
 }
 

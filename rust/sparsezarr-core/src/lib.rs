@@ -8,6 +8,7 @@
 //!
 //! This crate has no Python dependency; `sparsezarr-python` binds it.
 
+pub mod bytes_chain;
 pub mod codec;
 pub mod dtype;
 pub mod engine;

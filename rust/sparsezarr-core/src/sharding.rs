@@ -6,6 +6,9 @@
 //! touches, merging nearby byte ranges into one request, and decode them in parallel straight into
 //! the output. Writes re-encode only the inner chunks they touch and copy the stored bytes of all
 //! others unchanged. Inner chunk codecs may themselves be sharded (nested sharding).
+//!
+//! [`ShardLayout`] is the codec-independent part (grid, index, fetching inner chunks, assembling a
+//! shard) and is shared by dense arrays ([`ShardingPlan`]) and sparse arrays.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,6 +19,7 @@ use zarrs::metadata::v3::MetadataV3;
 
 use crate::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource, codecs_from_json};
 use crate::error::{Error, Result};
+use crate::runtime::{try_for_each, try_map};
 use crate::selection::Selection;
 use crate::store::{BytesValue, Fingerprint, ValueReader};
 use crate::strided::{RawView, byteswap, fill_selection};
@@ -30,21 +34,9 @@ enum IndexPlan {
     General(Box<CodecPlan>),
 }
 
-/// A `sharding_indexed` codec bound to one shard representation.
-#[derive(Debug)]
-pub struct ShardingPlan {
-    shard: ArrayRepr,
-    inner_shape: Vec<u64>,
-    grid: Vec<u64>,
-    n_inner: usize,
-    inner: CodecPlan,
-    index: IndexPlan,
-    index_at_start: bool,
-    index_size: u64,
-    options: EngineOptions,
-}
-
-fn c_linear(coords: &[u64], grid: &[u64]) -> usize {
+/// Linear (C-order) index of grid coordinates.
+#[must_use]
+pub fn c_linear(coords: &[u64], grid: &[u64]) -> usize {
     let mut lin = 0u64;
     for (&c, &g) in coords.iter().zip(grid) {
         lin = lin * g + c;
@@ -55,7 +47,9 @@ fn c_linear(coords: &[u64], grid: &[u64]) -> usize {
     }
 }
 
-fn c_coords(mut lin: u64, grid: &[u64]) -> Vec<u64> {
+/// Grid coordinates of a linear (C-order) index.
+#[must_use]
+pub fn c_coords(mut lin: u64, grid: &[u64]) -> Vec<u64> {
     let mut coords = vec![0; grid.len()];
     for d in (0..grid.len()).rev() {
         coords[d] = lin % grid[d];
@@ -64,24 +58,36 @@ fn c_coords(mut lin: u64, grid: &[u64]) -> Vec<u64> {
     coords
 }
 
-impl ShardingPlan {
-    /// Build from `sharding_indexed` metadata for shards of `shard`.
+/// The layout of shards: their inner chunk grid and their index.
+#[derive(Debug)]
+pub struct ShardLayout {
+    inner_shape: Vec<u64>,
+    grid: Vec<u64>,
+    n_inner: usize,
+    index: IndexPlan,
+    index_at_start: bool,
+    index_size: u64,
+    options: EngineOptions,
+}
+
+impl ShardLayout {
+    /// Parse a `sharding_indexed` configuration for shards of `shard_shape`; returns the layout
+    /// and the inner chunks' codec metadata.
     ///
     /// # Errors
-    /// Returns [`Error::InvalidMetadata`] for malformed configurations and
-    /// [`Error::Unsupported`] for inner codecs the engine cannot run.
-    pub fn new(meta: &MetadataV3, shard: ArrayRepr, options: &EngineOptions) -> Result<Self> {
+    /// Returns [`Error::InvalidMetadata`] for malformed configurations.
+    pub fn new(meta: &MetadataV3, shard_shape: &[u64], options: &EngineOptions) -> Result<(Self, Vec<MetadataV3>)> {
         let bad = |m: &str| Error::InvalidMetadata(format!("sharding_indexed: {m}"));
         let cfg = meta.configuration().ok_or_else(|| bad("missing configuration"))?;
         let inner_shape: Vec<u64> = serde_json::from_value(cfg.get("chunk_shape").cloned().ok_or_else(|| bad("missing chunk_shape"))?)
             .map_err(|e| bad(&e.to_string()))?;
-        if inner_shape.len() != shard.shape.len() {
+        if inner_shape.len() != shard_shape.len() {
             return Err(bad("chunk_shape rank differs from the array rank"));
         }
-        if inner_shape.iter().zip(&shard.shape).any(|(&c, &s)| c == 0 || s % c != 0) {
-            return Err(bad(&format!("inner chunk shape {inner_shape:?} does not divide the shard shape {:?}", shard.shape)));
+        if inner_shape.iter().zip(shard_shape).any(|(&c, &s)| c == 0 || s % c != 0) {
+            return Err(bad(&format!("inner chunk shape {inner_shape:?} does not divide the shard shape {shard_shape:?}")));
         }
-        let grid: Vec<u64> = shard.shape.iter().zip(&inner_shape).map(|(&s, &c)| s / c).collect();
+        let grid: Vec<u64> = shard_shape.iter().zip(&inner_shape).map(|(&s, &c)| s / c).collect();
         let n_inner = usize::try_from(grid.iter().product::<u64>()).map_err(|_| bad("too many inner chunks"))?;
         let codecs = codecs_from_json(cfg.get("codecs").ok_or_else(|| bad("missing codecs"))?)?;
         let index_codecs = codecs_from_json(
@@ -92,8 +98,6 @@ impl ShardingPlan {
             "end" => false,
             other => return Err(bad(&format!("index_location {other:?}"))),
         };
-        let inner_repr = ArrayRepr { shape: inner_shape.clone(), data_type: shard.data_type.clone(), fill_value: shard.fill_value.clone() };
-        let inner = CodecPlan::new(&codecs, inner_repr, options)?;
         let native_bytes = |m: &MetadataV3| {
             m.name() == "bytes"
                 && m.configuration().and_then(|c| c.get("endian")).and_then(|e| e.as_str()).is_none_or(|e| e == "little")
@@ -114,7 +118,8 @@ impl ShardingPlan {
                 (IndexPlan::General(Box::new(plan)), size)
             }
         };
-        Ok(Self { shard, inner_shape, grid, n_inner, inner, index, index_at_start, index_size, options: options.clone() })
+        let layout = Self { inner_shape, grid, n_inner, index, index_at_start, index_size, options: options.clone() };
+        Ok((layout, codecs))
     }
 
     /// Inner chunk shape.
@@ -123,10 +128,22 @@ impl ShardingPlan {
         &self.inner_shape
     }
 
-    /// The inner chunks' codec plan.
+    /// Inner chunks per shard along each dimension.
     #[must_use]
-    pub fn inner(&self) -> &CodecPlan {
-        &self.inner
+    pub fn grid(&self) -> &[u64] {
+        &self.grid
+    }
+
+    /// Number of inner chunks per shard.
+    #[must_use]
+    pub fn n_inner(&self) -> usize {
+        self.n_inner
+    }
+
+    /// Linear index of inner chunk `coords`.
+    #[must_use]
+    pub fn linear(&self, coords: &[u64]) -> usize {
+        c_linear(coords, &self.grid)
     }
 
     fn decode_index(&self, bytes: &[u8], key: &str, shard_len: u64) -> Result<Vec<u64>> {
@@ -197,7 +214,11 @@ impl ShardingPlan {
         Ok(())
     }
 
-    fn index_from_bytes(&self, key: &str, bytes: &[u8]) -> Result<Vec<u64>> {
+    /// The index of a shard held in memory.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] if the shard is truncated or its index corrupt.
+    pub fn index_from_bytes(&self, key: &str, bytes: &[u8]) -> Result<Vec<u64>> {
         let len = bytes.len() as u64;
         self.check_len(key, len)?;
         let (off, n) = self.index_range(len);
@@ -205,7 +226,11 @@ impl ShardingPlan {
         self.decode_index(&bytes[off as usize..(off + n) as usize], key, len)
     }
 
-    fn load_index(&self, value: &dyn ValueReader, cache: Option<&IndexCache>) -> Result<Arc<Vec<u64>>> {
+    /// The index of a stored shard, read with one ranged request (or taken from `cache`).
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] if the shard is truncated or its index corrupt.
+    pub fn load_index(&self, value: &dyn ValueReader, cache: Option<&IndexCache>) -> Result<Arc<Vec<u64>>> {
         let len = value.size();
         self.check_len(value.key(), len)?;
         let cache_key = value.fingerprint().map(|fp| (fp, self.index_size, self.index_at_start));
@@ -223,51 +248,40 @@ impl ShardingPlan {
         Ok(index)
     }
 
-    /// Read the elements `sel` names from the shard `value` into `out`.
+    /// Byte range of inner chunk `lin`, or `None` if it is missing.
+    #[must_use]
+    pub fn entry(index: &[u64], lin: usize) -> Option<(u64, u64)> {
+        let (off, n) = (index[2 * lin], index[2 * lin + 1]);
+        (!(off == MISSING && n == MISSING)).then_some((off, n))
+    }
+
+    /// Call `f(item, bytes)` for every `(lin, item)` in `wanted` whose inner chunk is stored, with
+    /// its encoded bytes, and `missing(item)` for the others. Bytes come from `whole` (the entire
+    /// shard, when the caller read it) or from ranged reads of `value`, nearby ranges merged into
+    /// one request. Runs in parallel inside a pool.
     ///
     /// # Errors
-    /// Returns an error if the shard is corrupt or the selection does not fit.
-    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&IndexCache>) -> Result<()> {
-        let parts = sel.partition(&self.inner_shape);
-        if parts.is_empty() {
-            return Ok(());
-        }
-        let mut fill = self.shard.fill_value.as_ne_bytes().to_vec();
-        byteswap(&mut fill, swap);
-        let key = value.key();
-        // Everything (or nearly) is needed, or the value is in memory anyway: take it whole.
-        let whole: Option<Cow<'_, [u8]>> = if parts.len() * 2 > self.n_inner || value.fingerprint().is_none() {
-            Some(value.read_all()?)
-        } else {
-            None
-        };
-        let index: Arc<Vec<u64>> = match &whole {
-            Some(bytes) => Arc::new(self.index_from_bytes(key, bytes)?),
-            None => self.load_index(value, cache)?,
-        };
-        let mut missing = Vec::new();
-        let mut present: Vec<(u64, u64, Selection)> = Vec::with_capacity(parts.len());
-        for (coords, sub) in parts {
-            let lin = c_linear(&coords, &self.grid);
-            let (off, n) = (index[2 * lin], index[2 * lin + 1]);
-            if off == MISSING && n == MISSING {
-                missing.push(sub);
-            } else {
-                present.push((off, n, sub));
+    /// The first error of a read or of `f` / `missing`.
+    pub fn for_each_inner<T: Sync>(
+        &self,
+        value: &dyn ValueReader,
+        whole: Option<&[u8]>,
+        index: &[u64],
+        wanted: &[(usize, T)],
+        f: impl Fn(&T, &[u8]) -> Result<()> + Sync + Send,
+        missing: impl Fn(&T) -> Result<()>,
+    ) -> Result<()> {
+        let mut present: Vec<(u64, u64, &T)> = Vec::with_capacity(wanted.len());
+        for (lin, item) in wanted {
+            match Self::entry(index, *lin) {
+                Some((off, n)) => present.push((off, n, item)),
+                None => missing(item)?,
             }
         }
-        for sub in &missing {
-            fill_selection(out, sub, &fill, false)?;
-        }
-        let decode_one = |bytes: &[u8], sub: &Selection| -> Result<()> {
-            let v = BytesValue::new(key, bytes);
-            self.inner.read_into(&v, sub, out, swap, None).map_err(|e| e.with_key(key))
-        };
-        if let Some(bytes) = &whole {
+        if let Some(bytes) = whole {
             #[allow(clippy::cast_possible_truncation)]
-            return crate::runtime::try_for_each(&present, |(off, n, sub)| decode_one(&bytes[*off as usize..(*off + *n) as usize], sub));
+            return try_for_each(&present, |(off, n, item)| f(item, &bytes[*off as usize..(*off + *n) as usize]));
         }
-        // Coalesce byte ranges: sort by offset, merge when the gap is small.
         present.sort_by_key(|p| p.0);
         let mut groups: Vec<(u64, u64, Vec<usize>)> = Vec::new();
         for (i, (off, n, _)) in present.iter().enumerate() {
@@ -281,72 +295,22 @@ impl ShardingPlan {
             }
             groups.push((*off, *n, vec![i]));
         }
-        crate::runtime::try_for_each(&groups, |(start, len, members)| {
+        try_for_each(&groups, |(start, len, members)| {
             let bytes = value.read_range(*start, *len)?;
             #[allow(clippy::cast_possible_truncation)]
-            crate::runtime::try_for_each(members, |&i| {
-                let (off, n, sub) = &present[i];
+            try_for_each(members, |&i| {
+                let (off, n, item) = present[i];
                 let rel = (off - start) as usize;
-                decode_one(&bytes[rel..rel + *n as usize], sub)
+                f(item, &bytes[rel..rel + n as usize])
             })
         })
     }
 
-    /// The new stored bytes of a shard after writing `src` into the elements `sel` names, or
-    /// `None` if the shard ends up without any inner chunk (it should be deleted).
-    ///
-    /// Inner chunks the selection does not touch keep their stored bytes; only touched inner
-    /// chunks are decoded (if partially written) and re-encoded.
+    /// The pieces of a shard holding `chunks` (indexed by linear inner chunk index).
     ///
     /// # Errors
-    /// Returns an error if the existing shard is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Encoded>> {
-        let parts = sel.partition(&self.inner_shape);
-        let covers = sel.covers(&self.shard.shape);
-        let old_bytes: Option<Cow<'_, [u8]>> = match existing {
-            Some(v) if !covers => Some(v.read_all()?),
-            _ => None,
-        };
-        let key = existing.map_or("", |v| v.key());
-        let old_index = match &old_bytes {
-            Some(b) => Some(self.index_from_bytes(key, b)?),
-            None => None,
-        };
-        let old_chunk = |lin: usize| -> Option<&[u8]> {
-            let (b, idx) = (old_bytes.as_deref()?, old_index.as_ref()?);
-            let (off, n) = (idx[2 * lin], idx[2 * lin + 1]);
-            #[allow(clippy::cast_possible_truncation)]
-            (off != MISSING).then(|| &b[off as usize..(off + n) as usize])
-        };
-        let updated: Vec<(usize, Option<Encoded>)> = crate::runtime::try_map(&parts, |(coords, sub)| {
-                let lin = c_linear(coords, &self.grid);
-                let prev = if sub.covers(&self.inner_shape) { None } else { old_chunk(lin) };
-                let prev_value = prev.map(|b| BytesValue::new(key, b));
-                let new = self
-                    .inner
-                    .write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty)
-                    .map_err(|e| e.with_key(key))?;
-                Ok((lin, new))
-            })?;
-        let mut new_chunks: Vec<Option<Vec<u8>>> = vec![None; self.n_inner];
-        let mut touched = vec![false; self.n_inner];
-        for (lin, new) in updated {
-            touched[lin] = true;
-            new_chunks[lin] = new.map(Encoded::into_vec);
-        }
-        for (lin, slot) in new_chunks.iter_mut().enumerate() {
-            if !touched[lin] {
-                *slot = old_chunk(lin).map(<[u8]>::to_vec);
-            }
-        }
-        if new_chunks.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        self.assemble(new_chunks).map(Some)
-    }
-
-    /// The pieces of a shard: index and inner chunks in C order.
-    fn assemble(&self, chunks: Vec<Option<Vec<u8>>>) -> Result<Encoded> {
+    /// Returns an error if the index cannot be encoded.
+    pub fn assemble(&self, chunks: Vec<Option<Vec<u8>>>) -> Result<Encoded> {
         let base = if self.index_at_start { self.index_size } else { 0 };
         let mut entries = vec![MISSING; 2 * self.n_inner];
         let mut pos = base;
@@ -368,6 +332,37 @@ impl ShardingPlan {
         Ok(Encoded::from_parts(parts))
     }
 
+    /// Rebuild a shard: inner chunks in `changes` are replaced (`None` = removed), all others
+    /// keep their stored bytes from `old` (the current shard and its decoded index, if any).
+    /// Returns `None` if the shard ends up without any inner chunk.
+    ///
+    /// # Errors
+    /// Returns an error if the index cannot be encoded.
+    pub fn rebuild(&self, old: Option<(&[u8], &[u64])>, changes: Vec<(usize, Option<Vec<u8>>)>) -> Result<Option<Encoded>> {
+        let mut chunks: Vec<Option<Vec<u8>>> = vec![None; self.n_inner];
+        let mut touched = vec![false; self.n_inner];
+        for (lin, new) in changes {
+            touched[lin] = true;
+            chunks[lin] = new;
+        }
+        if let Some((bytes, index)) = old {
+            for (lin, slot) in chunks.iter_mut().enumerate() {
+                if !touched[lin]
+                    && let Some((off, n)) = Self::entry(index, lin)
+                {
+                    #[allow(clippy::cast_possible_truncation)]
+                    {
+                        *slot = Some(bytes[off as usize..(off + n) as usize].to_vec());
+                    }
+                }
+            }
+        }
+        if chunks.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        self.assemble(chunks).map(Some)
+    }
+
     /// A shard without any inner chunk (only its index).
     ///
     /// # Errors
@@ -375,11 +370,130 @@ impl ShardingPlan {
     pub fn empty_shard(&self) -> Result<Vec<u8>> {
         self.encode_index(&vec![MISSING; 2 * self.n_inner])
     }
+}
 
-    /// Grid coordinates of inner chunk `lin` (C order).
+/// A `sharding_indexed` codec bound to one shard representation (dense inner chunks).
+#[derive(Debug)]
+pub struct ShardingPlan {
+    shard: ArrayRepr,
+    layout: ShardLayout,
+    inner: CodecPlan,
+}
+
+impl ShardingPlan {
+    /// Build from `sharding_indexed` metadata for shards of `shard`.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] for malformed configurations and
+    /// [`Error::Unsupported`] for inner codecs the engine cannot run.
+    pub fn new(meta: &MetadataV3, shard: ArrayRepr, options: &EngineOptions) -> Result<Self> {
+        let (layout, codecs) = ShardLayout::new(meta, &shard.shape, options)?;
+        let inner_repr = ArrayRepr { shape: layout.inner_shape.clone(), data_type: shard.data_type.clone(), fill_value: shard.fill_value.clone() };
+        let inner = CodecPlan::new(&codecs, inner_repr, options)?;
+        Ok(Self { shard, layout, inner })
+    }
+
+    /// Inner chunk shape.
     #[must_use]
-    pub fn inner_coords(&self, lin: u64) -> Vec<u64> {
-        c_coords(lin, &self.grid)
+    pub fn inner_shape(&self) -> &[u64] {
+        &self.layout.inner_shape
+    }
+
+    /// The inner chunks' codec plan.
+    #[must_use]
+    pub fn inner(&self) -> &CodecPlan {
+        &self.inner
+    }
+
+    /// The shard layout.
+    #[must_use]
+    pub fn layout(&self) -> &ShardLayout {
+        &self.layout
+    }
+
+    /// Read the elements `sel` names from the shard `value` into `out`.
+    ///
+    /// # Errors
+    /// Returns an error if the shard is corrupt or the selection does not fit.
+    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&IndexCache>) -> Result<()> {
+        let layout = &self.layout;
+        let parts = sel.partition(&layout.inner_shape);
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut fill = self.shard.fill_value.as_ne_bytes().to_vec();
+        byteswap(&mut fill, swap);
+        let key = value.key();
+        // Everything (or nearly) is needed, or the value is in memory anyway: take it whole.
+        let whole: Option<Cow<'_, [u8]>> = if parts.len() * 2 > layout.n_inner || value.fingerprint().is_none() {
+            Some(value.read_all()?)
+        } else {
+            None
+        };
+        let index: Arc<Vec<u64>> = match &whole {
+            Some(bytes) => Arc::new(layout.index_from_bytes(key, bytes)?),
+            None => layout.load_index(value, cache)?,
+        };
+        let wanted: Vec<(usize, Selection)> = parts.into_iter().map(|(coords, sub)| (layout.linear(&coords), sub)).collect();
+        layout.for_each_inner(
+            value,
+            whole.as_deref(),
+            &index,
+            &wanted,
+            |sub, bytes| {
+                let v = BytesValue::new(key, bytes);
+                self.inner.read_into(&v, sub, out, swap, None).map_err(|e| e.with_key(key))
+            },
+            |sub| fill_selection(out, sub, &fill, false),
+        )
+    }
+
+    /// The new stored bytes of a shard after writing `src` into the elements `sel` names, or
+    /// `None` if the shard ends up without any inner chunk (it should be deleted).
+    ///
+    /// Inner chunks the selection does not touch keep their stored bytes; only touched inner
+    /// chunks are decoded (if partially written) and re-encoded.
+    ///
+    /// # Errors
+    /// Returns an error if the existing shard is corrupt or encoding fails.
+    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Encoded>> {
+        let layout = &self.layout;
+        let parts = sel.partition(&layout.inner_shape);
+        let covers = sel.covers(&self.shard.shape);
+        let old_bytes: Option<Cow<'_, [u8]>> = match existing {
+            Some(v) if !covers => Some(v.read_all()?),
+            _ => None,
+        };
+        let key = existing.map_or("", |v| v.key());
+        let old_index = match &old_bytes {
+            Some(b) => Some(layout.index_from_bytes(key, b)?),
+            None => None,
+        };
+        let old_chunk = |lin: usize| -> Option<&[u8]> {
+            let (b, idx) = (old_bytes.as_deref()?, old_index.as_ref()?);
+            #[allow(clippy::cast_possible_truncation)]
+            ShardLayout::entry(idx, lin).map(|(off, n)| &b[off as usize..(off + n) as usize])
+        };
+        let changes: Vec<(usize, Option<Vec<u8>>)> = try_map(&parts, |(coords, sub)| {
+            let lin = layout.linear(coords);
+            let prev = if sub.covers(&layout.inner_shape) { None } else { old_chunk(lin) };
+            let prev_value = prev.map(|b| BytesValue::new(key, b));
+            let new = self
+                .inner
+                .write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty)
+                .map_err(|e| e.with_key(key))?;
+            Ok((lin, new.map(Encoded::into_vec)))
+        })?;
+        let old = old_bytes.as_deref().zip(old_index.as_deref());
+        layout.rebuild(old, changes)
+    }
+
+    /// A shard without any inner chunk (only its index).
+    ///
+    /// # Errors
+    /// Returns an error if the index cannot be encoded.
+    pub fn empty_shard(&self) -> Result<Vec<u8>> {
+        self.layout.empty_shard()
     }
 }
 
@@ -419,7 +533,7 @@ impl IndexCache {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get(&self, key: &CacheKey) -> Option<Arc<Vec<u64>>> {
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<Vec<u64>>> {
         let mut s = self.lock();
         s.tick += 1;
         let tick = s.tick;
@@ -429,7 +543,7 @@ impl IndexCache {
         })
     }
 
-    fn insert(&self, key: CacheKey, value: Arc<Vec<u64>>) {
+    pub(crate) fn insert(&self, key: CacheKey, value: Arc<Vec<u64>>) {
         let mut s = self.lock();
         let size = value.len() * 8 + 64;
         if size > s.budget / 4 {

@@ -1,0 +1,298 @@
+//! Chains of bytes-to-bytes codecs (compressors and checksums).
+//!
+//! A [`BytesChain`] runs the bytes-to-bytes part of a codec chain on a buffer of any length: the
+//! part after the array-to-bytes codec of an array, and the sub-chains of the sparse codec. `zstd`
+//! and `crc32c` run natively with per-thread contexts (no allocation of compression contexts per
+//! chunk, checksums verified and stripped without copying); every other codec zarrs implements runs
+//! through its codec traits.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use zarrs::array::{BytesRepresentation, BytesToBytesCodecTraits, Codec, CodecOptions};
+use zarrs::metadata::v3::MetadataV3;
+
+use crate::codec::{EngineOptions, codec_err};
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+enum Stage {
+    Zstd { level: i32, checksum: bool },
+    Crc32c,
+    Zarrs { codec: Arc<dyn BytesToBytesCodecTraits>, decoded: BytesRepresentation },
+}
+
+/// A chain of bytes-to-bytes codecs.
+#[derive(Debug)]
+pub struct BytesChain {
+    stages: Vec<Stage>,
+    validate_checksums: bool,
+    codec_options: CodecOptions,
+}
+
+impl BytesChain {
+    /// Build from codec metadata; `decoded` is the representation of the chain's input.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for codecs the engine cannot run, [`Error::InvalidMetadata`]
+    /// for codecs that are not bytes-to-bytes codecs.
+    pub fn new(metas: &[MetadataV3], decoded: BytesRepresentation, options: &EngineOptions) -> Result<Self> {
+        let mut stages = Vec::with_capacity(metas.len());
+        let mut decoded = decoded;
+        for meta in metas {
+            let name = meta.name();
+            let stage = match name {
+                "zstd" => {
+                    let cfg = meta.configuration();
+                    let level = cfg.and_then(|c| c.get("level")).and_then(serde_json::Value::as_i64).unwrap_or(0);
+                    let checksum = cfg.and_then(|c| c.get("checksum")).and_then(serde_json::Value::as_bool).unwrap_or(false);
+                    Stage::Zstd { level: i32::try_from(level).map_err(|_| Error::InvalidMetadata("zstd level".into()))?, checksum }
+                }
+                "crc32c" => Stage::Crc32c,
+                _ => match Codec::from_metadata(meta) {
+                    Ok(Codec::BytesToBytes(codec)) => Stage::Zarrs { codec, decoded },
+                    Ok(_) => return Err(Error::InvalidMetadata(format!("codec {name} is not a bytes-to-bytes codec"))),
+                    Err(e) => {
+                        if meta.must_understand() {
+                            return Err(Error::Unsupported(format!("codec {name}: {e}")));
+                        }
+                        continue;
+                    }
+                },
+            };
+            decoded = match &stage {
+                Stage::Zstd { .. } => BytesRepresentation::UnboundedSize,
+                Stage::Crc32c => match decoded {
+                    BytesRepresentation::FixedSize(n) => BytesRepresentation::FixedSize(n + 4),
+                    BytesRepresentation::BoundedSize(n) => BytesRepresentation::BoundedSize(n + 4),
+                    BytesRepresentation::UnboundedSize => BytesRepresentation::UnboundedSize,
+                },
+                Stage::Zarrs { codec, decoded } => codec.encoded_representation(decoded),
+            };
+            stages.push(stage);
+        }
+        Ok(Self {
+            stages,
+            validate_checksums: options.validate_checksums,
+            codec_options: CodecOptions::default().with_validate_checksums(options.validate_checksums),
+        })
+    }
+
+    /// Whether the chain has no codec.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Encoded size of an input of `size` bytes, if every stage has a fixed-size output.
+    #[must_use]
+    pub fn fixed_encoded_size(&self, size: u64) -> Option<u64> {
+        let mut size = size;
+        for stage in &self.stages {
+            size = match stage {
+                Stage::Crc32c => size + 4,
+                Stage::Zarrs { codec, decoded } => match codec.encoded_representation(decoded) {
+                    BytesRepresentation::FixedSize(n) => n,
+                    _ => return None,
+                },
+                Stage::Zstd { .. } => return None,
+            };
+        }
+        Some(size)
+    }
+
+    /// Decode (stages in reverse order).
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] (without a key) for corrupt input.
+    pub fn decode<'a>(&self, encoded: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
+        let mut bytes = encoded;
+        for stage in self.stages.iter().rev() {
+            bytes = self.decode_stage(stage, bytes)?;
+        }
+        Ok(bytes)
+    }
+
+    /// Decode and pass the result to `f`. When the last decoding step is `zstd` and the decoded
+    /// size is known (`expected`), it decompresses into a reused per-thread buffer.
+    ///
+    /// # Errors
+    /// The decode error or the error of `f`.
+    pub fn with_decoded<R>(&self, encoded: Cow<'_, [u8]>, expected: usize, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let mut bytes = encoded;
+        let mut stages = self.stages.iter().rev().peekable();
+        while let Some(stage) = stages.next() {
+            if stages.peek().is_none()
+                && let Stage::Zstd { .. } = stage
+            {
+                return with_scratch(expected, |buf| {
+                    zstd_decode_into(&bytes, buf)?;
+                    f(buf)
+                });
+            }
+            bytes = self.decode_stage(stage, bytes)?;
+        }
+        f(&bytes)
+    }
+
+    fn decode_stage<'a>(&self, stage: &Stage, bytes: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
+        match stage {
+            Stage::Zstd { .. } => zstd_decode(&bytes).map(Cow::Owned),
+            Stage::Crc32c => {
+                if bytes.len() < 4 {
+                    return Err(codec_err("crc32c: value shorter than its checksum"));
+                }
+                let n = bytes.len() - 4;
+                if self.validate_checksums {
+                    let stored = u32::from_le_bytes(bytes[n..].try_into().unwrap_or_default());
+                    let actual = crc32c::crc32c(&bytes[..n]);
+                    if stored != actual {
+                        return Err(codec_err(format!("crc32c checksum mismatch (stored {stored:#010x}, computed {actual:#010x})")));
+                    }
+                }
+                Ok(match bytes {
+                    Cow::Borrowed(b) => Cow::Borrowed(&b[..n]),
+                    Cow::Owned(mut v) => {
+                        v.truncate(n);
+                        Cow::Owned(v)
+                    }
+                })
+            }
+            Stage::Zarrs { codec, decoded } => codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err),
+        }
+    }
+
+    /// Encode (stages in order).
+    ///
+    /// # Errors
+    /// Returns [`Error::Encode`] (without a key) if a codec fails.
+    pub fn encode<'a>(&self, decoded: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
+        let mut bytes = decoded;
+        for stage in &self.stages {
+            bytes = match stage {
+                Stage::Zstd { level, checksum } => Cow::Owned(zstd_encode(&bytes, *level, *checksum)?),
+                Stage::Crc32c => {
+                    let crc = crc32c::crc32c(&bytes);
+                    let mut v = bytes.into_owned();
+                    v.extend_from_slice(&crc.to_le_bytes());
+                    Cow::Owned(v)
+                }
+                Stage::Zarrs { codec, .. } => codec.encode(bytes, &self.codec_options).map_err(|e| Error::encode("", e))?,
+            };
+        }
+        Ok(bytes)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// zstd with per-thread contexts
+// ------------------------------------------------------------------------------------------------
+
+thread_local! {
+    static ZSTD_D: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
+    static ZSTD_C: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` on a per-thread buffer of `len` bytes (contents unspecified). Falls back to a fresh
+/// allocation if the buffer is already in use on this thread (re-entrant use).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) -> Result<R> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let r = f(&mut buf[..len]);
+            if buf.len() > (64 << 20) {
+                // Do not keep huge buffers alive on idle threads.
+                *buf = Vec::new();
+            }
+            r
+        }
+        Err(_) => {
+            let mut buf = vec![0u8; len];
+            f(&mut buf)
+        }
+    })
+}
+
+/// Decompress a zstd frame into exactly `dst`.
+fn zstd_decode_into(src: &[u8], dst: &mut [u8]) -> Result<()> {
+    use zstd::zstd_safe;
+    match zstd_safe::get_frame_content_size(src) {
+        Ok(Some(n)) if n as usize == dst.len() => {}
+        Ok(Some(n)) => return Err(codec_err(format!("zstd: frame holds {n} bytes, expected {}", dst.len()))),
+        Ok(None) => {
+            // No size in the frame header: decode in general and check.
+            let v = zstd_decode(src)?;
+            if v.len() != dst.len() {
+                return Err(codec_err(format!("zstd: decoded {} bytes, expected {}", v.len(), dst.len())));
+            }
+            dst.copy_from_slice(&v);
+            return Ok(());
+        }
+        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
+    }
+    let r = ZSTD_D.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
+        ctx.decompress(dst, src)
+    });
+    match r {
+        Ok(got) if got == dst.len() => Ok(()),
+        Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {}", dst.len()))),
+        Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
+    }
+}
+
+/// Largest decompressed size trusted from a frame header without other evidence (16 GiB).
+const MAX_FRAME_CONTENT: u64 = 16 << 30;
+
+pub(crate) fn zstd_decode(src: &[u8]) -> Result<Vec<u8>> {
+    use zstd::zstd_safe;
+    let size = match zstd_safe::get_frame_content_size(src) {
+        Ok(Some(n)) if n <= MAX_FRAME_CONTENT => Some(n),
+        Ok(_) => None,
+        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
+    };
+    if let Some(n) = size
+        && zstd_safe::find_frame_compressed_size(src).is_ok_and(|c| c == src.len())
+    {
+        #[allow(clippy::cast_possible_truncation)]
+        let mut out: Vec<u8> = Vec::with_capacity(n as usize);
+        let r = ZSTD_D.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
+            ctx.decompress(&mut out, src)
+        });
+        return match r {
+            Ok(_) if out.len() as u64 == n => Ok(out),
+            Ok(got) => Err(codec_err(format!("zstd: frame declares {n} bytes but decoded {got}"))),
+            Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
+        };
+    }
+    // Unknown content size or several frames: stream.
+    zstd::stream::decode_all(src).map_err(|e| codec_err(format!("zstd: {e}")))
+}
+
+fn zstd_encode(src: &[u8], level: i32, checksum: bool) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{self, CParameter};
+    let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(src.len()));
+    let r = ZSTD_C.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let ctx = guard.get_or_insert_with(zstd_safe::CCtx::create);
+        ctx.set_parameter(CParameter::CompressionLevel(level))?;
+        ctx.set_parameter(CParameter::ChecksumFlag(checksum))?;
+        ctx.set_parameter(CParameter::ContentSizeFlag(true))?;
+        ctx.compress2(&mut out, src)
+    });
+    match r {
+        Ok(_) => Ok(out),
+        Err(code) => Err(Error::encode("", format!("zstd: {}", zstd_safe::get_error_name(code)))),
+    }
+}
+

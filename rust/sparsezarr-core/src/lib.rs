@@ -16,6 +16,7 @@ pub mod error;
 pub mod runtime;
 pub mod selection;
 pub mod sharding;
+pub mod sparse;
 pub mod store;
 pub mod strided;
 

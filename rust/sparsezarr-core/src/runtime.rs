@@ -114,6 +114,18 @@ where
     if in_pool() && items.len() > 1 { items.par_iter().map(f).collect() } else { items.iter().map(f).collect() }
 }
 
+/// Run `f` on every owned item, in parallel inside a pool and sequentially outside one.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn try_for_each_owned<T: Send, F>(items: Vec<T>, f: F) -> Result<()>
+where
+    F: Fn(T) -> Result<()> + Sync + Send,
+{
+    use rayon::prelude::*;
+    if in_pool() && items.len() > 1 { items.into_par_iter().try_for_each(f) } else { items.into_iter().try_for_each(f) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

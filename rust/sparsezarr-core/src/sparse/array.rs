@@ -1,0 +1,1487 @@
+//! Sparse arrays: reading and writing regions as coordinates and values, never densifying.
+//!
+//! A [`SparseArray`] is a zarr v3 array whose chunks (or the inner chunks of its shards) use the
+//! `sparsezarr.sparse` codec. [`SparseArray::read`] gathers the entries of a region (slices with
+//! steps, integers, integer arrays in any order) into one coordinate list in canonical C order;
+//! [`SparseArray::write`] scatters entries into the chunks of a box, merging with what is stored
+//! around it. Chunks are decoded and encoded in parallel on the engine's pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use zarrs::array::{ArrayMetadata, DataType};
+use zarrs::metadata::v3::MetadataV3;
+
+use super::chunk::{ElemType, SparseChunk, SparseChunkCodec, SparseCodecConfig, CODEC_NAME, HEADER_LEN};
+use crate::codec::{EngineOptions, Encoded};
+use crate::engine::Concurrency;
+use crate::error::{Error, Result};
+use crate::runtime::{in_pool, run_in_pool, try_for_each_owned, try_map};
+use crate::selection::DimSel;
+use crate::sharding::{IndexCache, ShardLayout};
+use crate::store::ChunkStore;
+
+// ------------------------------------------------------------------------------------------------
+// Chunk keys
+// ------------------------------------------------------------------------------------------------
+
+/// How chunk grid coordinates become store keys (zarr v3 `chunk_key_encoding`).
+#[derive(Debug, Clone)]
+pub struct ChunkKeys {
+    prefix: String,
+    v2: bool,
+    separator: String,
+}
+
+impl ChunkKeys {
+    /// Parse a `chunk_key_encoding`; keys get `prefix` (the array's path in the store plus `/`,
+    /// or empty) in front.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for unknown encodings.
+    pub fn new(meta: &MetadataV3, prefix: &str) -> Result<Self> {
+        let sep = meta.configuration().and_then(|c| c.get("separator")).and_then(|s| s.as_str());
+        let (v2, separator) = match meta.name() {
+            "default" => (false, sep.unwrap_or("/")),
+            "v2" => (true, sep.unwrap_or(".")),
+            other => return Err(Error::Unsupported(format!("chunk key encoding {other:?}"))),
+        };
+        Ok(Self { prefix: prefix.to_string(), v2, separator: separator.to_string() })
+    }
+
+    /// The key of the chunk at grid coordinates `coords`.
+    #[must_use]
+    pub fn key(&self, coords: &[u64]) -> String {
+        let mut k = self.prefix.clone();
+        if self.v2 {
+            if coords.is_empty() {
+                k.push('0');
+            }
+        } else {
+            k.push('c');
+            if !coords.is_empty() {
+                k.push_str(&self.separator);
+            }
+        }
+        for (i, c) in coords.iter().enumerate() {
+            if i > 0 {
+                k.push_str(&self.separator);
+            }
+            k.push_str(&c.to_string());
+        }
+        k
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The array
+// ------------------------------------------------------------------------------------------------
+
+/// A sparse array's geometry and codecs.
+pub struct SparseArray {
+    shape: Vec<u64>,
+    /// Shape of one stored value: the shard shape, or the chunk shape if unsharded.
+    outer: Vec<u64>,
+    /// Shape of one sparse chunk (inner chunk of a shard, or the chunk).
+    inner: Vec<u64>,
+    layout: Option<ShardLayout>,
+    codec: SparseChunkCodec,
+    keys: ChunkKeys,
+    data_type: DataType,
+    concurrency: Concurrency,
+}
+
+/// Which coordinates a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFormat {
+    /// Every coordinate (`coords` holds `ndim * nnz` values).
+    #[default]
+    Coo,
+    /// For 2-d regions: only column indices in `coords`, with `row_offsets` (CSR).
+    Csr,
+}
+
+/// The result of a read: entries of the region, canonical (C order, no duplicates).
+#[derive(Debug, Clone, Default)]
+pub struct SparseResult {
+    /// Shape of the region.
+    pub shape: Vec<u64>,
+    /// Number of entries.
+    pub nnz: usize,
+    /// Coordinates in the region, planar: `coords[d * nnz + k]` (for [`ReadFormat::Csr`] only the
+    /// last dimension's).
+    pub coords: Vec<i64>,
+    /// Values, native byte order.
+    pub values: Vec<u8>,
+    /// For 2-d results: start of each row in the entry list (`shape[0] + 1` values), the CSR
+    /// `indptr`.
+    pub row_offsets: Option<Vec<i64>>,
+    /// The coordinate format of `coords`.
+    pub format: ReadFormat,
+}
+
+/// Integer index arrays as they come from numpy / scipy.
+#[derive(Debug, Clone, Copy)]
+pub enum Indices<'a> {
+    /// 32-bit indices.
+    I32(&'a [i32]),
+    /// 64-bit indices.
+    I64(&'a [i64]),
+}
+
+impl Indices<'_> {
+    /// Number of indices.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::I32(v) => v.len(),
+            Self::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn get(&self, k: usize) -> i64 {
+        match self {
+            Self::I32(v) => i64::from(v[k]),
+            Self::I64(v) => v[k],
+        }
+    }
+}
+
+/// Entries to write.
+#[derive(Debug, Clone, Copy)]
+pub enum SparseInput<'a> {
+    /// Coordinates (one index array per dimension) and values.
+    Coo {
+        /// One array per dimension, all of the same length.
+        coords: &'a [Indices<'a>],
+        /// Values, native byte order.
+        values: &'a [u8],
+    },
+    /// A 2-d compressed matrix: CSR (`axis` 0) or CSC (`axis` 1).
+    Compressed {
+        /// The compressed axis: 0 for CSR, 1 for CSC.
+        axis: usize,
+        /// Pointers, one more than the length of the compressed axis.
+        indptr: Indices<'a>,
+        /// Indices along the other axis.
+        indices: Indices<'a>,
+        /// Values, native byte order.
+        values: &'a [u8],
+    },
+}
+
+/// What to do with repeated coordinates in written input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicates {
+    /// Sum them (scipy's convention).
+    Sum,
+    /// Refuse the input.
+    Error,
+}
+
+fn ceil_div(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// Grid coordinates in C order over `grid` (a cartesian product).
+fn grid_iter(ranges: &[Vec<u64>]) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = vec![Vec::new()];
+    for r in ranges {
+        let mut next = Vec::with_capacity(out.len() * r.len());
+        for prefix in &out {
+            for &x in r {
+                let mut p = prefix.clone();
+                p.push(x);
+                next.push(p);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+impl SparseArray {
+    /// Open from zarr v3 array metadata JSON. `fill` (native element bytes) overrides the
+    /// metadata's fill value; `prefix` is the array's key prefix in the store (`""` or `"a/b/"`).
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] / [`Error::Unsupported`] if this is not a sparse array
+    /// this version handles.
+    pub fn from_metadata_json(json: &str, fill: Option<Vec<u8>>, prefix: &str, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
+        let metadata: ArrayMetadata = serde_json::from_str(json).map_err(|e| Error::InvalidMetadata(format!("array metadata: {e}")))?;
+        let ArrayMetadata::V3(v3) = metadata else {
+            return Err(Error::Unsupported("sparse arrays are zarr v3 arrays".into()));
+        };
+        if v3.chunk_grid.name() != "regular" {
+            return Err(Error::Unsupported(format!("chunk grid {:?}", v3.chunk_grid.name())));
+        }
+        let outer: Vec<u64> = v3
+            .chunk_grid
+            .configuration()
+            .and_then(|c| c.get("chunk_shape"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| Error::InvalidMetadata("regular chunk grid without chunk_shape".into()))?;
+        let shape = v3.shape.clone();
+        if shape.is_empty() {
+            return Err(Error::Unsupported("0-dimensional sparse arrays".into()));
+        }
+        let data_type = DataType::from_metadata(&v3.data_type).map_err(|e| Error::Unsupported(format!("data type: {e}")))?;
+        let elem = ElemType::from_data_type(&data_type)?;
+        let fill = match fill {
+            Some(f) => f,
+            None => data_type
+                .fill_value_v3(&v3.fill_value)
+                .map_err(|e| Error::InvalidMetadata(format!("fill value: {e}")))?
+                .as_ne_bytes()
+                .to_vec(),
+        };
+        let not_sparse = || Error::InvalidMetadata(format!("not a sparse array: codecs must be [{CODEC_NAME}] or [sharding_indexed with codecs [{CODEC_NAME}]]"));
+        let (layout, sparse_meta, inner) = match v3.codecs.as_slice() {
+            [c] if c.name() == CODEC_NAME => (None, c.clone(), outer.clone()),
+            [s] if s.name() == "sharding_indexed" => {
+                let (layout, codecs) = ShardLayout::new(s, &outer, &options)?;
+                match codecs.as_slice() {
+                    [c] if c.name() == CODEC_NAME => {
+                        let inner = layout.inner_shape().to_vec();
+                        (Some(layout), c.clone(), inner)
+                    }
+                    _ => return Err(not_sparse()),
+                }
+            }
+            _ => return Err(not_sparse()),
+        };
+        let cfg_json = sparse_meta.configuration().map(|c| serde_json::Value::Object(c.clone().into())).unwrap_or_default();
+        let config = SparseCodecConfig::from_json(&cfg_json)?;
+        let codec = SparseChunkCodec::new(&config, &inner, elem, &fill, &options)?;
+        let keys = ChunkKeys::new(&v3.chunk_key_encoding, prefix)?;
+        Ok(Self { shape, outer, inner, layout, codec, keys, data_type, concurrency })
+    }
+
+    /// Array shape.
+    #[must_use]
+    pub fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
+    /// Shape of the sparse chunks.
+    #[must_use]
+    pub fn chunk_shape(&self) -> &[u64] {
+        &self.inner
+    }
+
+    /// Shape of the stored values (shards), if sharded.
+    #[must_use]
+    pub fn shard_shape(&self) -> Option<&[u64]> {
+        self.layout.as_ref().map(|_| self.outer.as_slice())
+    }
+
+    /// Element type.
+    #[must_use]
+    pub fn elem(&self) -> ElemType {
+        self.codec.elem()
+    }
+
+    /// The data type.
+    #[must_use]
+    pub fn data_type(&self) -> &DataType {
+        &self.data_type
+    }
+
+    fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Keys of every stored value (shard or chunk) a read of `region` may touch.
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] if the region does not fit the array.
+    pub fn keys_for_read(&self, region: &[DimSel]) -> Result<Vec<String>> {
+        self.check_region(region)?;
+        let per_dim: Vec<Vec<u64>> = region.iter().zip(&self.outer).map(|(s, &c)| touched(s, c)).collect();
+        Ok(grid_iter(&per_dim).iter().map(|g| self.keys.key(g)).collect())
+    }
+
+    /// Keys of every stored value a write of the box `start..start+shape` touches.
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] if the box does not fit the array.
+    pub fn keys_for_write(&self, start: &[u64], shape: &[u64]) -> Result<Vec<String>> {
+        let region: Vec<DimSel> = start.iter().zip(shape).map(|(&s, &n)| DimSel::range(s, n)).collect();
+        self.keys_for_read(&region)
+    }
+
+    /// Keys of every stored value of the array.
+    #[must_use]
+    pub fn all_keys(&self) -> Vec<String> {
+        let per_dim: Vec<Vec<u64>> = self.shape.iter().zip(&self.outer).map(|(&n, &c)| (0..ceil_div(n, c)).collect()).collect();
+        grid_iter(&per_dim).iter().map(|g| self.keys.key(g)).collect()
+    }
+
+    fn check_region(&self, region: &[DimSel]) -> Result<()> {
+        if region.len() != self.ndim() {
+            return Err(Error::Selection(format!("selection has {} dimensions, the array {}", region.len(), self.ndim())));
+        }
+        for (s, &n) in region.iter().zip(&self.shape) {
+            s.check_bounds(n)?;
+        }
+        Ok(())
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Reading
+    // --------------------------------------------------------------------------------------------
+
+    /// The entries of `region` (one selection per dimension), with coordinates in the region.
+    ///
+    /// # Errors
+    /// Returns an error for selections that do not fit, corrupt chunks (naming their key), or
+    /// store failures.
+    pub fn read(&self, store: &dyn ChunkStore, region: &[DimSel], format: ReadFormat, cache: Option<&IndexCache>) -> Result<SparseResult> {
+        self.check_region(region)?;
+        if format == ReadFormat::Csr && self.ndim() != 2 {
+            return Err(Error::InvalidArgument("CSR output needs a 2-dimensional array".into()));
+        }
+        let out_shape: Vec<u64> = region.iter().map(DimSel::len).collect();
+        if out_shape.contains(&0) {
+            return Ok(empty_result(out_shape, format));
+        }
+        let maps: Vec<DimMap> = region.iter().map(DimMap::new).collect();
+        let monotone = maps.iter().all(DimMap::monotone);
+        // Stored values (outer chunks) touched, then the sparse chunks within each.
+        let per_dim: Vec<Vec<u64>> = region.iter().zip(&self.outer).map(|(s, &c)| touched(s, c)).collect();
+        let outers = grid_iter(&per_dim);
+        let inner_per_dim: Vec<Vec<u64>> = region.iter().zip(&self.inner).map(|(s, &c)| touched(s, c)).collect();
+        let work = || -> Result<Vec<ChunkEntries>> {
+            let per_outer: Vec<Vec<ChunkEntries>> = try_map(&outers, |og| self.read_outer(store, og, &inner_per_dim, &maps, monotone, cache))?;
+            Ok(per_outer.into_iter().flatten().collect())
+        };
+        let results = if outers.len() == 1 && self.layout.is_none() {
+            work()?
+        } else {
+            run_in_pool(self.concurrency.threads, work)?
+        };
+        let threads = self.concurrency.threads;
+        assemble(results, out_shape, self.elem().size(), monotone, format, threads)
+    }
+
+    fn read_outer(
+        &self,
+        store: &dyn ChunkStore,
+        og: &[u64],
+        inner_per_dim: &[Vec<u64>],
+        maps: &[DimMap],
+        monotone: bool,
+        cache: Option<&IndexCache>,
+    ) -> Result<Vec<ChunkEntries>> {
+        let key = self.keys.key(og);
+        let Some(value) = store.open(&key)? else {
+            return Ok(Vec::new());
+        };
+        let with_key = |e: Error| e.with_key(&key);
+        let Some(layout) = &self.layout else {
+            let bytes = value.read_all()?;
+            let chunk = self.codec.decode(&bytes).map_err(with_key)?;
+            let origin: Vec<u64> = og.iter().zip(&self.outer).map(|(&g, &c)| g * c).collect();
+            return Ok(vec![self.select(&chunk, &origin, og, maps, monotone)]);
+        };
+        // Inner chunks of this shard that the region touches.
+        let grid = layout.grid();
+        let ranges: Vec<Vec<u64>> = inner_per_dim
+            .iter()
+            .zip(og)
+            .zip(grid)
+            .map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect())
+            .collect();
+        let wanted: Vec<(usize, Vec<u64>)> = grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let whole = if wanted.len() * 2 > layout.n_inner() || value.fingerprint().is_none() { Some(value.read_all()?) } else { None };
+        let index: Arc<Vec<u64>> = match &whole {
+            Some(b) => Arc::new(layout.index_from_bytes(&key, b)?),
+            None => layout.load_index(&*value, cache)?,
+        };
+        let results = std::sync::Mutex::new(Vec::with_capacity(wanted.len()));
+        layout.for_each_inner(
+            &*value,
+            whole.as_deref(),
+            &index,
+            &wanted,
+            |local, bytes| {
+                let chunk = self.codec.decode(bytes).map_err(with_key)?;
+                let global: Vec<u64> = og.iter().zip(grid).zip(local).map(|((&o, &g), &l)| o * g + l).collect();
+                let origin: Vec<u64> = global.iter().zip(&self.inner).map(|(&g, &c)| g * c).collect();
+                let r = self.select(&chunk, &origin, &global, maps, monotone);
+                results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The entries of one decoded chunk that the region selects, in output coordinates.
+    fn select(&self, chunk: &SparseChunk, origin: &[u64], grid: &[u64], maps: &[DimMap], monotone: bool) -> ChunkEntries {
+        let ndim = self.ndim();
+        let es = self.elem().size();
+        let locals: Vec<LocalMap> = maps.iter().zip(origin).zip(&self.inner).map(|((m, &o), &n)| m.local(o, n)).collect();
+        let mut coords: Vec<Vec<u64>> = vec![Vec::new(); ndim];
+        let mut values: Vec<u8> = Vec::new();
+        let mut pos: Vec<&[u64]> = vec![&[]; ndim];
+        let mut single = vec![0u64; ndim];
+        'entries: for k in 0..chunk.nnz {
+            let mut multi = false;
+            for d in 0..ndim {
+                match locals[d].map(chunk.coord(d, k)) {
+                    Mapped::None => continue 'entries,
+                    Mapped::One(p) => {
+                        single[d] = p;
+                        pos[d] = &[];
+                    }
+                    Mapped::Many(ps) => {
+                        pos[d] = ps;
+                        multi = true;
+                    }
+                }
+            }
+            let value = &chunk.values[k * es..(k + 1) * es];
+            if !multi {
+                for d in 0..ndim {
+                    coords[d].push(single[d]);
+                }
+                values.extend_from_slice(value);
+                continue;
+            }
+            // Repeated indices: one output entry per combination.
+            let lists: Vec<Vec<u64>> = (0..ndim).map(|d| if pos[d].is_empty() { vec![single[d]] } else { pos[d].to_vec() }).collect();
+            for combo in grid_iter(&lists) {
+                for d in 0..ndim {
+                    coords[d].push(combo[d]);
+                }
+                values.extend_from_slice(value);
+            }
+        }
+        let mut e = ChunkEntries { grid: grid.to_vec(), coords, values };
+        if !monotone {
+            e.sort(es);
+        }
+        e
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Writing
+    // --------------------------------------------------------------------------------------------
+
+    /// Replace the content of the box `start..start+shape` with `input` (coordinates relative to
+    /// `start`). Entries equal to the fill value are not stored; chunks left empty are deleted.
+    ///
+    /// Chunks the box covers only partly are read and decoded first, all of them, before anything
+    /// is stored: invalid input or a corrupt existing chunk changes nothing.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidArgument`] for input outside the box, mismatched lengths or (with
+    /// [`Duplicates::Error`]) repeated coordinates; [`Error::ReadOnly`]; decode and store errors.
+    pub fn write(&self, store: &dyn ChunkStore, start: &[u64], shape: &[u64], input: &SparseInput<'_>, duplicates: Duplicates) -> Result<()> {
+        if store.read_only() {
+            return Err(Error::ReadOnly(self.keys.key(&vec![0; self.ndim()])));
+        }
+        let ndim = self.ndim();
+        if start.len() != ndim || shape.len() != ndim {
+            return Err(Error::Selection(format!("the written box has {} dimensions, the array {ndim}", start.len())));
+        }
+        for d in 0..ndim {
+            if start[d].checked_add(shape[d]).is_none_or(|e| e > self.shape[d]) {
+                return Err(Error::Selection(format!(
+                    "box {}..{} exceeds dimension {d} of length {}",
+                    start[d],
+                    start[d].saturating_add(shape[d]),
+                    self.shape[d]
+                )));
+            }
+        }
+        if shape.contains(&0) {
+            return Ok(());
+        }
+        let entries = Entries::new(input, shape, self.elem().size())?;
+        run_in_pool(self.concurrency.threads, || self.write_in_pool(store, start, shape, &entries, duplicates))
+    }
+
+    fn write_in_pool(&self, store: &dyn ChunkStore, start: &[u64], shape: &[u64], entries: &Entries<'_>, duplicates: Duplicates) -> Result<()> {
+        let ndim = self.ndim();
+        // Sparse chunks (global inner grid) touched by the box.
+        let first: Vec<u64> = start.iter().zip(&self.inner).map(|(&s, &c)| s / c).collect();
+        let last: Vec<u64> = start.iter().zip(shape).zip(&self.inner).map(|((&s, &n), &c)| (s + n - 1) / c).collect();
+        let rgrid: Vec<u64> = first.iter().zip(&last).map(|(&f, &l)| l - f + 1).collect();
+        let nbuckets = usize::try_from(rgrid.iter().product::<u64>()).map_err(|_| Error::InvalidArgument("box spans too many chunks".into()))?;
+        // 1. Bucket the input entries by chunk (parallel counting sort; stable).
+        let buckets = entries.bucket(start, &self.inner, &first, &rgrid, nbuckets)?;
+        // 2. Per chunk: canonical new entries (sorted, duplicates merged, fill dropped).
+        let bucket_ids: Vec<usize> = (0..nbuckets).collect();
+        let fresh: Vec<SparseChunk> = try_map(&bucket_ids, |&b| {
+            let rc = unravel(b as u64, &rgrid);
+            let origin: Vec<u64> = rc.iter().zip(&first).zip(&self.inner).map(|((&r, &f), &c)| (r + f) * c).collect();
+            self.canonical(entries, &buckets.perm[buckets.offsets[b]..buckets.offsets[b + 1]], start, &origin, duplicates)
+        })?;
+        // 3. Group chunks by stored value.
+        let group = |rc: &[u64]| -> Vec<u64> {
+            match &self.layout {
+                None => rc.iter().zip(&first).map(|(&r, &f)| r + f).collect(),
+                Some(l) => rc.iter().zip(&first).zip(l.grid()).map(|((&r, &f), &g)| (r + f) / g).collect(),
+            }
+        };
+        let mut outers: HashMap<Vec<u64>, Vec<usize>> = HashMap::new();
+        for b in 0..nbuckets {
+            outers.entry(group(&unravel(b as u64, &rgrid))).or_default().push(b);
+        }
+        let mut outers: Vec<(Vec<u64>, Vec<usize>)> = outers.into_iter().collect();
+        outers.sort();
+        let box_covers = |origin: &[u64], extent: &[u64]| {
+            (0..ndim).all(|d| start[d] <= origin[d] && origin[d] + extent[d].min(self.shape[d] - origin[d]) <= start[d] + shape[d])
+        };
+        // 4. Read and decode everything the box covers only partly (nothing stored yet).
+        let prepared: Vec<Prepared> = try_map(&outers, |(og, members)| {
+            let key = self.keys.key(og);
+            let oorigin: Vec<u64> = og.iter().zip(&self.outer).map(|(&g, &c)| g * c).collect();
+            if box_covers(&oorigin, &self.outer) {
+                return Ok(Prepared { key, old: None, kept: HashMap::new() });
+            }
+            let Some(value) = store.open(&key)? else {
+                return Ok(Prepared { key, old: None, kept: HashMap::new() });
+            };
+            let bytes = value.read_all()?.into_owned();
+            let mut kept = HashMap::new();
+            let old_index = match &self.layout {
+                Some(l) => Some(l.index_from_bytes(&key, &bytes)?),
+                None => None,
+            };
+            for &b in members {
+                let rc = unravel(b as u64, &rgrid);
+                let gc: Vec<u64> = rc.iter().zip(&first).map(|(&r, &f)| r + f).collect();
+                let origin: Vec<u64> = gc.iter().zip(&self.inner).map(|(&g, &c)| g * c).collect();
+                if box_covers(&origin, &self.inner) {
+                    continue;
+                }
+                let chunk_bytes: Option<&[u8]> = match (&self.layout, &old_index) {
+                    (Some(l), Some(idx)) => {
+                        let local: Vec<u64> = gc.iter().zip(l.grid()).map(|(&g, &n)| g % n).collect();
+                        #[allow(clippy::cast_possible_truncation)]
+                        ShardLayout::entry(idx, l.linear(&local)).map(|(o, n)| &bytes[o as usize..(o + n) as usize])
+                    }
+                    _ => Some(&bytes[..]),
+                };
+                if let Some(cb) = chunk_bytes {
+                    let old = self.codec.decode(cb).map_err(|e| e.with_key(&key))?;
+                    kept.insert(b, self.outside(&old, &origin, start, shape));
+                }
+            }
+            Ok(Prepared { key, old: Some((bytes, old_index)), kept })
+        })?;
+        // 5. Encode and store every stored value.
+        let fresh = &fresh;
+        let items: Vec<(&(Vec<u64>, Vec<usize>), Prepared)> = outers.iter().zip(prepared).collect();
+        try_for_each_owned(items, |((_, members), mut prep)| {
+            let encode_chunk = |b: usize| -> Result<Option<Vec<u8>>> {
+                let merged = match prep.kept.get(&b) {
+                    Some(kept) => self.merge(kept, &fresh[b]),
+                    None => fresh[b].clone(),
+                };
+                if merged.nnz == 0 { Ok(None) } else { self.codec.encode(&merged).map(Some) }
+            };
+            let new: Option<Encoded> = match &self.layout {
+                None => encode_chunk(members[0])?.map(Encoded::single),
+                Some(l) => {
+                    let changes: Vec<(usize, Option<Vec<u8>>)> = members
+                        .iter()
+                        .map(|&b| {
+                            let rc = unravel(b as u64, &rgrid);
+                            let local: Vec<u64> = rc.iter().zip(&first).zip(l.grid()).map(|((&r, &f), &g)| (r + f) % g).collect();
+                            Ok((l.linear(&local), encode_chunk(b)?))
+                        })
+                        .collect::<Result<_>>()?;
+                    let old = prep.old.as_ref().and_then(|(bytes, idx)| idx.as_deref().map(|i| (bytes.as_slice(), i)));
+                    l.rebuild(old, changes)?
+                }
+            };
+            prep.kept.clear();
+            match new {
+                Some(enc) => store.set_encoded(&prep.key, enc),
+                None => store.erase(&prep.key),
+            }
+        })
+    }
+
+    /// Entries of `chunk` (at `origin`) outside the box.
+    fn outside(&self, chunk: &SparseChunk, origin: &[u64], start: &[u64], shape: &[u64]) -> SparseChunk {
+        let ndim = self.ndim();
+        let es = self.elem().size();
+        let keep: Vec<usize> = (0..chunk.nnz)
+            .filter(|&k| {
+                (0..ndim).any(|d| {
+                    let g = origin[d] + chunk.coord(d, k);
+                    g < start[d] || g >= start[d] + shape[d]
+                })
+            })
+            .collect();
+        take(chunk, &keep, ndim, es)
+    }
+
+    /// Merge two canonical chunks with disjoint coordinates.
+    fn merge(&self, a: &SparseChunk, b: &SparseChunk) -> SparseChunk {
+        if a.nnz == 0 {
+            return b.clone();
+        }
+        if b.nnz == 0 {
+            return a.clone();
+        }
+        let ndim = self.ndim();
+        let es = self.elem().size();
+        let key = |c: &SparseChunk, k: usize| self.codec.linear((0..ndim).map(|d| c.coord(d, k)));
+        let nnz = a.nnz + b.nnz;
+        let mut out = SparseChunk { nnz, coords: vec![0; nnz * ndim], values: Vec::with_capacity(nnz * es) };
+        let (mut i, mut j) = (0, 0);
+        for k in 0..nnz {
+            let from_a = j >= b.nnz || (i < a.nnz && key(a, i) < key(b, j));
+            let (src, s) = if from_a {
+                i += 1;
+                (a, i - 1)
+            } else {
+                j += 1;
+                (b, j - 1)
+            };
+            for d in 0..ndim {
+                out.coords[d * nnz + k] = src.coord(d, s);
+            }
+            out.values.extend_from_slice(&src.values[s * es..(s + 1) * es]);
+        }
+        out
+    }
+
+    /// Canonical chunk from the input entries `perm` (global coordinates `start + c`) of the chunk
+    /// at `origin`.
+    fn canonical(&self, entries: &Entries<'_>, perm: &[usize], start: &[u64], origin: &[u64], duplicates: Duplicates) -> Result<SparseChunk> {
+        let ndim = self.ndim();
+        let es = self.elem().size();
+        let fill = self.codec.fill();
+        let elem = self.elem();
+        let mut keyed: Vec<(u64, usize)> = perm
+            .iter()
+            .map(|&k| {
+                let lin = self.codec.linear((0..ndim).map(|d| start[d] + entries.coord(d, k) - origin[d]));
+                (lin, k)
+            })
+            .collect();
+        if keyed.windows(2).any(|w| w[1].0 < w[0].0) {
+            keyed.sort_by_key(|e| e.0); // stable: duplicates keep input order
+        }
+        let mut lin_out: Vec<u64> = Vec::with_capacity(keyed.len());
+        let mut values: Vec<u8> = Vec::with_capacity(keyed.len() * es);
+        for (lin, k) in keyed {
+            let v = entries.value(k, es);
+            if lin_out.last() == Some(&lin) {
+                if duplicates == Duplicates::Error {
+                    let coords: Vec<i64> = (0..ndim).map(|d| entries.coord_signed(d, k)).collect();
+                    return Err(Error::InvalidArgument(format!("duplicate coordinates {coords:?} in the written entries")));
+                }
+                let n = values.len();
+                elem.add_assign(&mut values[n - es..], v);
+            } else {
+                lin_out.push(lin);
+                values.extend_from_slice(v);
+            }
+        }
+        // Drop entries equal to the fill value (after summing duplicates).
+        let keep: Vec<usize> = (0..lin_out.len()).filter(|&i| !elem.equals(&values[i * es..(i + 1) * es], fill)).collect();
+        let nnz = keep.len();
+        let mut coords = vec![0u64; nnz * ndim];
+        let mut vals = Vec::with_capacity(nnz * es);
+        let strides = c_strides(&self.inner);
+        for (k, &i) in keep.iter().enumerate() {
+            let mut rem = lin_out[i];
+            for d in 0..ndim {
+                coords[d * nnz + k] = rem / strides[d];
+                rem %= strides[d];
+            }
+            vals.extend_from_slice(&values[i * es..(i + 1) * es]);
+        }
+        Ok(SparseChunk { nnz, coords, values: vals })
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Statistics
+    // --------------------------------------------------------------------------------------------
+
+    /// Number of stored entries and stored bytes, from chunk headers and shard indexes.
+    ///
+    /// # Errors
+    /// Returns an error for corrupt chunks or store failures.
+    pub fn stats(&self, store: &dyn ChunkStore, cache: Option<&IndexCache>) -> Result<(u64, u64)> {
+        let keys = self.all_keys();
+        let work = || -> Result<Vec<(u64, u64)>> {
+            try_map(&keys, |key| {
+                let Some(value) = store.open(key)? else {
+                    return Ok((0, 0));
+                };
+                let size = value.size();
+                let Some(layout) = &self.layout else {
+                    let head = value.read_range(0, (HEADER_LEN as u64).min(size))?;
+                    return self.header_nnz_with_len(&head, size).map(|n| (n, size)).map_err(|e| e.with_key(key));
+                };
+                let index = layout.load_index(&*value, cache)?;
+                let mut nnz = 0;
+                for lin in 0..layout.n_inner() {
+                    if let Some((off, n)) = ShardLayout::entry(&index, lin) {
+                        let head = value.read_range(off, (HEADER_LEN as u64).min(n))?;
+                        nnz += self.header_nnz_with_len(&head, n).map_err(|e| e.with_key(key))?;
+                    }
+                }
+                Ok((nnz, size))
+            })
+        };
+        let parts = if in_pool() { work()? } else { run_in_pool(self.concurrency.threads, work)? };
+        Ok(parts.into_iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)))
+    }
+
+    fn header_nnz_with_len(&self, head: &[u8], total: u64) -> Result<u64> {
+        // Validate the header against the chunk's full length without reading the chunk.
+        if head.len() < HEADER_LEN {
+            return Err(Error::decode("", "sparse chunk shorter than its header"));
+        }
+        let mut fake = head.to_vec();
+        let field = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or_default());
+        if HEADER_LEN as u64 + field(16) + field(24) != total {
+            return Err(Error::decode("", "sparse chunk header does not match the chunk length (truncated?)"));
+        }
+        // Pretend the body is empty to reuse the header checks.
+        fake[16..32].fill(0);
+        let _ = self.codec.header_nnz(&fake)?;
+        Ok(field(8))
+    }
+}
+
+struct Prepared {
+    key: String,
+    old: Option<(Vec<u8>, Option<Vec<u64>>)>,
+    kept: HashMap<usize, SparseChunk>,
+}
+
+fn c_strides(shape: &[u64]) -> Vec<u64> {
+    let mut s = vec![1u64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+fn unravel(mut lin: u64, grid: &[u64]) -> Vec<u64> {
+    let mut c = vec![0; grid.len()];
+    for d in (0..grid.len()).rev() {
+        c[d] = lin % grid[d];
+        lin /= grid[d];
+    }
+    c
+}
+
+fn take(chunk: &SparseChunk, keep: &[usize], ndim: usize, es: usize) -> SparseChunk {
+    let nnz = keep.len();
+    let mut coords = vec![0u64; nnz * ndim];
+    let mut values = Vec::with_capacity(nnz * es);
+    for (k, &i) in keep.iter().enumerate() {
+        for d in 0..ndim {
+            coords[d * nnz + k] = chunk.coord(d, i);
+        }
+        values.extend_from_slice(&chunk.values[i * es..(i + 1) * es]);
+    }
+    SparseChunk { nnz, coords, values }
+}
+
+/// Grid indices along one dimension touched by a selection, sorted and unique.
+fn touched(sel: &DimSel, chunk: u64) -> Vec<u64> {
+    match sel {
+        DimSel::Range { start, step, len } => {
+            if *len == 0 {
+                return Vec::new();
+            }
+            let last = start + (len - 1) * step;
+            if *step <= chunk {
+                (start / chunk..=last / chunk).collect()
+            } else {
+                let mut v: Vec<u64> = (0..*len).map(|k| (start + k * step) / chunk).collect();
+                v.dedup();
+                v
+            }
+        }
+        DimSel::List(v) => {
+            let mut g: Vec<u64> = v.iter().map(|&i| i / chunk).collect();
+            g.sort_unstable();
+            g.dedup();
+            g
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Mapping array indices to output positions
+// ------------------------------------------------------------------------------------------------
+
+enum DimMap {
+    Range { start: u64, step: u64, len: u64 },
+    /// `(array index, output position)` sorted by index, then position.
+    List { pairs: Vec<(u64, u64)>, monotone: bool },
+}
+
+enum LocalMap {
+    Range { start: i128, step: i128, len: i128 },
+    /// Per local index `i`, the output positions `positions[offsets[i]..offsets[i + 1]]`.
+    Table { offsets: Vec<u32>, positions: Vec<u64> },
+}
+
+enum Mapped<'a> {
+    None,
+    One(u64),
+    Many(&'a [u64]),
+}
+
+impl DimMap {
+    fn new(sel: &DimSel) -> Self {
+        match sel {
+            DimSel::Range { start, step, len } => Self::Range { start: *start, step: *step, len: *len },
+            DimSel::List(v) => {
+                let monotone = v.windows(2).all(|w| w[1] > w[0]);
+                let mut pairs: Vec<(u64, u64)> = v.iter().enumerate().map(|(p, &i)| (i, p as u64)).collect();
+                if !monotone {
+                    pairs.sort_unstable();
+                }
+                Self::List { pairs, monotone }
+            }
+        }
+    }
+
+    fn monotone(&self) -> bool {
+        match self {
+            Self::Range { .. } => true,
+            Self::List { monotone, .. } => *monotone,
+        }
+    }
+
+    /// The map for local indices `0..n` of a chunk starting at array index `origin`.
+    fn local(&self, origin: u64, n: u64) -> LocalMap {
+        match self {
+            Self::Range { start, step, len } => LocalMap::Range {
+                start: i128::from(*start) - i128::from(origin),
+                step: i128::from(*step),
+                len: i128::from(*len),
+            },
+            Self::List { pairs, .. } => {
+                let lo = pairs.partition_point(|p| p.0 < origin);
+                let hi = pairs.partition_point(|p| p.0 < origin + n);
+                let slice = &pairs[lo..hi];
+                #[allow(clippy::cast_possible_truncation)]
+                let mut offsets = vec![0u32; n as usize + 1];
+                for p in slice {
+                    #[allow(clippy::cast_possible_truncation)]
+                    {
+                        offsets[(p.0 - origin) as usize + 1] += 1;
+                    }
+                }
+                for i in 1..offsets.len() {
+                    offsets[i] += offsets[i - 1];
+                }
+                LocalMap::Table { offsets, positions: slice.iter().map(|p| p.1).collect() }
+            }
+        }
+    }
+}
+
+impl LocalMap {
+    #[inline]
+    fn map(&self, local: u64) -> Mapped<'_> {
+        match self {
+            Self::Range { start, step, len } => {
+                let off = i128::from(local) - start;
+                if off < 0 || off % step != 0 {
+                    return Mapped::None;
+                }
+                let k = off / step;
+                #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                if k < *len { Mapped::One(k as u64) } else { Mapped::None }
+            }
+            Self::Table { offsets, positions } => {
+                #[allow(clippy::cast_possible_truncation)]
+                let (a, b) = (offsets[local as usize] as usize, offsets[local as usize + 1] as usize);
+                match b - a {
+                    0 => Mapped::None,
+                    1 => Mapped::One(positions[a]),
+                    _ => Mapped::Many(&positions[a..b]),
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Entries of one chunk, and the final assembly
+// ------------------------------------------------------------------------------------------------
+
+struct ChunkEntries {
+    /// Grid coordinates of the chunk (sparse chunk grid).
+    grid: Vec<u64>,
+    /// Output coordinates per dimension.
+    coords: Vec<Vec<u64>>,
+    values: Vec<u8>,
+}
+
+impl ChunkEntries {
+    fn len(&self) -> usize {
+        self.coords.first().map_or(0, Vec::len)
+    }
+
+    fn sort(&mut self, es: usize) {
+        let n = self.len();
+        let ndim = self.coords.len();
+        let mut perm: Vec<usize> = (0..n).collect();
+        perm.sort_by(|&a, &b| (0..ndim).map(|d| self.coords[d][a].cmp(&self.coords[d][b])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
+        for d in 0..ndim {
+            self.coords[d] = perm.iter().map(|&i| self.coords[d][i]).collect();
+        }
+        self.values = perm.iter().flat_map(|&i| self.values[i * es..(i + 1) * es].iter().copied()).collect();
+    }
+}
+
+fn empty_result(shape: Vec<u64>, format: ReadFormat) -> SparseResult {
+    let row_offsets = (shape.len() == 2).then(|| vec![0i64; usize::try_from(shape[0]).unwrap_or(0) + 1]);
+    SparseResult { shape, nnz: 0, coords: Vec::new(), values: Vec::new(), row_offsets, format }
+}
+
+/// Most rows the counting assembly handles (beyond, it sorts).
+const MAX_ROWS: u64 = 1 << 27;
+
+/// Raw output buffers written from several threads at disjoint positions.
+struct OutBufs {
+    coords: *mut i64,
+    values: *mut u8,
+}
+// SAFETY: writers only touch disjoint positions (rows are disjoint between writers).
+unsafe impl Sync for OutBufs {}
+unsafe impl Send for OutBufs {}
+
+/// Put the entries of every chunk into one canonical list.
+fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone: bool, format: ReadFormat, threads: usize) -> Result<SparseResult> {
+    results.retain(|r| r.len() > 0);
+    let ndim = shape.len();
+    let nnz: usize = results.iter().map(ChunkEntries::len).sum();
+    if nnz == 0 {
+        return Ok(empty_result(shape, format));
+    }
+    let csr = format == ReadFormat::Csr && ndim == 2;
+    let coord_dims = if csr { 1 } else { ndim };
+    let mut coords = vec![0i64; nnz * coord_dims];
+    let mut values = vec![0u8; nnz * es];
+    let rows: u64 = shape[..ndim - 1].iter().product();
+    if monotone && ndim == 2 {
+        let row_offsets = assemble_2d(&mut results, &shape, es, csr, &mut coords, &mut values, threads)?;
+        return Ok(SparseResult { shape, nnz, coords, values, row_offsets: Some(row_offsets), format });
+    }
+    let row_of = |r: &ChunkEntries, k: usize| -> u64 {
+        let mut row = 0u64;
+        for d in 0..ndim - 1 {
+            row = row * shape[d] + r.coords[d][k];
+        }
+        row
+    };
+    let put = |coords: &mut [i64], values: &mut [u8], dst: usize, r: &ChunkEntries, k: usize| {
+        for (i, d) in (ndim - coord_dims..ndim).enumerate() {
+            #[allow(clippy::cast_possible_wrap)]
+            {
+                coords[i * nnz + dst] = r.coords[d][k] as i64;
+            }
+        }
+        values[dst * es..(dst + 1) * es].copy_from_slice(&r.values[k * es..(k + 1) * es]);
+    };
+    if !(monotone && rows <= MAX_ROWS) {
+        // General case (unsorted or repeated indices): sort every entry by its coordinates.
+        let mut all: Vec<(usize, usize)> = results.iter().enumerate().flat_map(|(i, r)| (0..r.len()).map(move |k| (i, k))).collect();
+        let cmp = |a: &(usize, usize), b: &(usize, usize)| {
+            (0..ndim)
+                .map(|d| results[a.0].coords[d][a.1].cmp(&results[b.0].coords[d][b.1]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        };
+        run_in_pool(threads, || {
+            all.par_sort_unstable_by(cmp);
+            Ok(())
+        })?;
+        for (k, &(i, j)) in all.iter().enumerate() {
+            put(&mut coords, &mut values, k, &results[i], j);
+        }
+        let row_offsets = (ndim == 2).then(|| {
+            let rows: Vec<i64> = all.iter().map(|&(i, j)| i64::try_from(results[i].coords[0][j]).unwrap_or(i64::MAX)).collect();
+            row_offsets_from(&rows, shape[0])
+        });
+        return Ok(SparseResult { shape, nnz, coords, values, row_offsets, format });
+    }
+    // Monotone selections, any rank: every chunk's entries are in output order and chunks that
+    // share rows differ only in their last-dimension chunk. Count per row, then place runs.
+    #[allow(clippy::cast_possible_truncation)]
+    let mut offsets = vec![0u64; rows as usize + 1];
+    for r in &results {
+        for k in 0..r.len() {
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                offsets[row_of(r, k) as usize + 1] += 1;
+            }
+        }
+    }
+    for i in 1..offsets.len() {
+        offsets[i] += offsets[i - 1];
+    }
+    let mut cursor = offsets.clone();
+    results.sort_by_key(|r| r.grid[ndim - 1]);
+    for r in &results {
+        for k in 0..r.len() {
+            #[allow(clippy::cast_possible_truncation)]
+            let row = row_of(r, k) as usize;
+            #[allow(clippy::cast_possible_truncation)]
+            let dst = cursor[row] as usize;
+            cursor[row] += 1;
+            put(&mut coords, &mut values, dst, r, k);
+        }
+    }
+    Ok(SparseResult { shape, nnz, coords, values, row_offsets: None, format })
+}
+
+/// The 2-d monotone case, in parallel over bands of rows (chunks in the same band share rows;
+/// bands do not). Returns the row offsets (CSR `indptr`).
+fn assemble_2d(results: &mut [ChunkEntries], shape: &[u64], es: usize, csr: bool, coords: &mut [i64], values: &mut [u8], threads: usize) -> Result<Vec<i64>> {
+    let nnz = values.len() / es;
+    #[allow(clippy::cast_possible_truncation)]
+    let n_rows = shape[0] as usize;
+    results.sort_by_key(|r| (r.grid[0], r.grid[1]));
+    // Bands: runs of results with the same row-chunk; their output rows are one contiguous range.
+    let mut bands: Vec<(usize, usize, usize, usize)> = Vec::new(); // (first result, end, row_lo, row_hi)
+    let mut i = 0;
+    while i < results.len() {
+        let mut j = i;
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        while j < results.len() && results[j].grid[0] == results[i].grid[0] {
+            let r = &results[j];
+            lo = lo.min(r.coords[0][0]);
+            hi = hi.max(r.coords[0][r.len() - 1] + 1);
+            j += 1;
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        bands.push((i, j, lo as usize, hi as usize));
+        i = j;
+    }
+    let results: &[ChunkEntries] = results;
+    let counts: Vec<Vec<u64>> = run_in_pool(threads, || {
+        Ok(bands
+            .par_iter()
+            .map(|&(a, b, lo, hi)| {
+                let mut c = vec![0u64; hi - lo];
+                for r in &results[a..b] {
+                    for &row in &r.coords[0] {
+                        #[allow(clippy::cast_possible_truncation)]
+                        {
+                            c[row as usize - lo] += 1;
+                        }
+                    }
+                }
+                c
+            })
+            .collect())
+    })?;
+    let mut offsets = vec![0u64; n_rows + 1];
+    for (&(_, _, lo, _), c) in bands.iter().zip(&counts) {
+        for (k, &n) in c.iter().enumerate() {
+            offsets[lo + k + 1] = n;
+        }
+    }
+    for r in 0..n_rows {
+        offsets[r + 1] += offsets[r];
+    }
+    let out = OutBufs { coords: coords.as_mut_ptr(), values: values.as_mut_ptr() };
+    let offsets_ref = &offsets;
+    run_in_pool(threads, || {
+        bands.par_iter().for_each(|&(a, b, lo, hi)| {
+            let out = &out;
+            let mut cursor: Vec<u64> = offsets_ref[lo..hi].to_vec();
+            for r in &results[a..b] {
+                for k in 0..r.len() {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let slot = &mut cursor[r.coords[0][k] as usize - lo];
+                    #[allow(clippy::cast_possible_truncation)]
+                    let dst = *slot as usize;
+                    *slot += 1;
+                    // SAFETY: `dst` lies in this band's rows, which no other band writes, and is
+                    // below `nnz` (offsets sum the entries).
+                    unsafe {
+                        #[allow(clippy::cast_possible_wrap)]
+                        if csr {
+                            *out.coords.add(dst) = r.coords[1][k] as i64;
+                        } else {
+                            *out.coords.add(dst) = r.coords[0][k] as i64;
+                            *out.coords.add(nnz + dst) = r.coords[1][k] as i64;
+                        }
+                        std::ptr::copy_nonoverlapping(r.values.as_ptr().add(k * es), out.values.add(dst * es), es);
+                    }
+                }
+            }
+        });
+        Ok(())
+    })?;
+    #[allow(clippy::cast_possible_wrap)]
+    Ok(offsets.iter().map(|&o| o as i64).collect())
+}
+
+fn row_offsets_from(rows: &[i64], n_rows: u64) -> Vec<i64> {
+    #[allow(clippy::cast_possible_truncation)]
+    let mut off = vec![0i64; n_rows as usize + 1];
+    for &r in rows {
+        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+        {
+            off[r as usize + 1] += 1;
+        }
+    }
+    for i in 1..off.len() {
+        off[i] += off[i - 1];
+    }
+    off
+}
+
+// ------------------------------------------------------------------------------------------------
+// Written entries
+// ------------------------------------------------------------------------------------------------
+
+/// Written input, validated, with random access to entry `k`.
+struct Entries<'a> {
+    n: usize,
+    ndim: usize,
+    coo: Option<&'a [Indices<'a>]>,
+    /// For compressed input: the row (compressed index) of every entry, and which axis is compressed.
+    major: Vec<u32>,
+    major64: Vec<u64>,
+    minor: Option<Indices<'a>>,
+    axis: usize,
+    values: &'a [u8],
+}
+
+impl<'a> Entries<'a> {
+    fn new(input: &SparseInput<'a>, shape: &[u64], es: usize) -> Result<Self> {
+        let ndim = shape.len();
+        let bad = |m: String| Error::InvalidArgument(m);
+        match *input {
+            SparseInput::Coo { coords, values } => {
+                if coords.len() != ndim {
+                    return Err(bad(format!("{} coordinate arrays for a {ndim}-dimensional region", coords.len())));
+                }
+                let n = values.len() / es.max(1);
+                if values.len() != n * es || coords.iter().any(|c| c.len() != n) {
+                    return Err(bad("coordinate and value arrays differ in length".into()));
+                }
+                let e = Self { n, ndim, coo: Some(coords), major: Vec::new(), major64: Vec::new(), minor: None, axis: 0, values };
+                e.check(shape)?;
+                Ok(e)
+            }
+            SparseInput::Compressed { axis, indptr, indices, values } => {
+                if ndim != 2 || axis > 1 {
+                    return Err(bad("compressed (CSR/CSC) input needs a 2-dimensional region".into()));
+                }
+                let n_major = usize::try_from(shape[axis]).map_err(|_| bad("region too large".into()))?;
+                if indptr.len() != n_major + 1 {
+                    return Err(bad(format!("indptr has {} entries, expected {}", indptr.len(), n_major + 1)));
+                }
+                let n = indices.len();
+                if values.len() != n * es {
+                    return Err(bad("indices and values differ in length".into()));
+                }
+                if indptr.get(0) != 0 || indptr.get(n_major) != n as i64 {
+                    return Err(bad(format!("indptr must start at 0 and end at nnz ({n})")));
+                }
+                let mut major64 = Vec::new();
+                let mut major = Vec::new();
+                let small = n_major <= u32::MAX as usize;
+                if small {
+                    major.reserve(n);
+                } else {
+                    major64.reserve(n);
+                }
+                for r in 0..n_major {
+                    let (a, b) = (indptr.get(r), indptr.get(r + 1));
+                    if b < a {
+                        return Err(bad(format!("indptr is not monotone at {r} ({a} > {b})")));
+                    }
+                    for _ in a..b {
+                        if small {
+                            #[allow(clippy::cast_possible_truncation)]
+                            major.push(r as u32);
+                        } else {
+                            major64.push(r as u64);
+                        }
+                    }
+                }
+                let e = Self { n, ndim, coo: None, major, major64, minor: Some(indices), axis, values };
+                e.check(shape)?;
+                Ok(e)
+            }
+        }
+    }
+
+    #[inline]
+    fn coord_signed(&self, d: usize, k: usize) -> i64 {
+        match self.coo {
+            Some(c) => c[d].get(k),
+            None => {
+                #[allow(clippy::cast_possible_wrap)]
+                if d == self.axis {
+                    if self.major.is_empty() { self.major64[k] as i64 } else { i64::from(self.major[k]) }
+                } else {
+                    self.minor.map_or(0, |m| m.get(k))
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[allow(clippy::cast_sign_loss)]
+    fn coord(&self, d: usize, k: usize) -> u64 {
+        self.coord_signed(d, k) as u64
+    }
+
+    fn value(&self, k: usize, es: usize) -> &[u8] {
+        &self.values[k * es..(k + 1) * es]
+    }
+
+    fn check(&self, shape: &[u64]) -> Result<()> {
+        let bad_at = (0..self.ndim).find_map(|d| {
+            let n = shape[d];
+            #[allow(clippy::cast_possible_wrap)]
+            (0..self.n).find(|&k| {
+                let c = self.coord_signed(d, k);
+                c < 0 || c >= n as i64
+            })
+            .map(|k| (d, k))
+        });
+        if let Some((d, k)) = bad_at {
+            let coords: Vec<i64> = (0..self.ndim).map(|dd| self.coord_signed(dd, k)).collect();
+            return Err(Error::InvalidArgument(format!(
+                "entry {k} at {coords:?} is outside the written region of shape {shape:?} (dimension {d})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stable counting sort of the entries by chunk of the box's chunk grid.
+    fn bucket(&self, start: &[u64], inner: &[u64], first: &[u64], rgrid: &[u64], nbuckets: usize) -> Result<Buckets> {
+        let ndim = self.ndim;
+        let bucket_of = |k: usize| -> usize {
+            let mut b = 0u64;
+            for d in 0..ndim {
+                let g = start[d] + self.coord(d, k);
+                b = b * rgrid[d] + (g / inner[d] - first[d]);
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                b as usize
+            }
+        };
+        let threads = rayon::current_num_threads().max(1);
+        let block = self.n.div_ceil(threads).max(1);
+        let blocks: Vec<(usize, usize)> = (0..self.n).step_by(block).map(|s| (s, (s + block).min(self.n))).collect();
+        let ids: Vec<Vec<u32>> = blocks
+            .par_iter()
+            .map(|&(s, e)| {
+                #[allow(clippy::cast_possible_truncation)]
+                (s..e).map(|k| bucket_of(k) as u32).collect()
+            })
+            .collect();
+        let mut counts: Vec<Vec<usize>> = ids
+            .par_iter()
+            .map(|ids| {
+                let mut c = vec![0usize; nbuckets];
+                for &b in ids {
+                    c[b as usize] += 1;
+                }
+                c
+            })
+            .collect();
+        // offsets[b] = start of bucket b; within a bucket, block t starts after blocks < t.
+        let mut offsets = vec![0usize; nbuckets + 1];
+        for b in 0..nbuckets {
+            offsets[b + 1] = offsets[b] + counts.iter().map(|c| c[b]).sum::<usize>();
+        }
+        let mut starts = vec![0usize; nbuckets];
+        starts.copy_from_slice(&offsets[..nbuckets]);
+        for c in &mut counts {
+            for b in 0..nbuckets {
+                let n = c[b];
+                c[b] = starts[b];
+                starts[b] += n;
+            }
+        }
+        let mut perm = vec![0usize; self.n];
+        let out = SharedMut(perm.as_mut_ptr());
+        blocks.par_iter().zip(ids.par_iter()).zip(counts.par_iter_mut()).for_each(|((&(s, _), ids), cursor)| {
+            let out = &out;
+            for (i, &b) in ids.iter().enumerate() {
+                let dst = cursor[b as usize];
+                cursor[b as usize] += 1;
+                // SAFETY: every destination index is written by exactly one entry (disjoint per
+                // block and bucket by construction of the cursors).
+                unsafe { *out.0.add(dst) = s + i };
+            }
+        });
+        Ok(Buckets { perm, offsets })
+    }
+}
+
+struct SharedMut(*mut usize);
+// SAFETY: used only for disjoint writes (see `bucket`).
+unsafe impl Sync for SharedMut {}
+
+struct Buckets {
+    perm: Vec<usize>,
+    offsets: Vec<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsStore;
+
+    fn meta(shape: &[u64], chunks: &[u64], shards: Option<&[u64]>) -> String {
+        let sparse = serde_json::json!({"name": "sparsezarr.sparse", "configuration": {"layout": "coo",
+            "coordinate_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd", "configuration": {"level": 1, "checksum": false}}],
+            "value_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]}});
+        let (grid, codecs) = match shards {
+            None => (chunks.to_vec(), serde_json::json!([sparse])),
+            Some(s) => (s.to_vec(), serde_json::json!([{"name": "sharding_indexed", "configuration": {"chunk_shape": chunks, "codecs": [sparse],
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}], "index_location": "end"}}])),
+        };
+        serde_json::json!({"zarr_format": 3, "node_type": "array", "shape": shape, "data_type": "int32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}}, "fill_value": 0, "codecs": codecs})
+        .to_string()
+    }
+
+    /// Dense reference of a result.
+    fn densify(r: &SparseResult) -> Vec<i32> {
+        let n: u64 = r.shape.iter().product();
+        let mut out = vec![0i32; n as usize];
+        let ndim = r.shape.len();
+        for k in 0..r.nnz {
+            let mut lin = 0u64;
+            for d in 0..ndim {
+                lin = lin * r.shape[d] + r.coords[d * r.nnz + k] as u64;
+            }
+            out[lin as usize] = i32::from_ne_bytes(r.values[k * 4..k * 4 + 4].try_into().unwrap());
+        }
+        out
+    }
+
+    fn check_canonical(r: &SparseResult) {
+        let ndim = r.shape.len();
+        for k in 1..r.nnz {
+            let a: Vec<i64> = (0..ndim).map(|d| r.coords[d * r.nnz + k - 1]).collect();
+            let b: Vec<i64> = (0..ndim).map(|d| r.coords[d * r.nnz + k]).collect();
+            assert!(a < b, "not canonical at {k}: {a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn write_and_read_regions() {
+        for shards in [None, Some(&[8u64, 10][..])] {
+            let dir = std::env::temp_dir().join(format!("szsparse-{}-{}", std::process::id(), shards.is_some()));
+            let store = FsStore::new(&dir, false);
+            let arr = SparseArray::from_metadata_json(&meta(&[13, 17], &[4, 5], shards), None, "", EngineOptions::default(), Concurrency::default()).unwrap();
+            // dense reference: value = r*100+c on a pattern
+            let mut dense = vec![0i32; 13 * 17];
+            let (mut rows, mut cols, mut vals) = (vec![], vec![], vec![]);
+            for r in 0..13i64 {
+                for c in 0..17i64 {
+                    if (r * 7 + c * 3) % 5 == 0 {
+                        rows.push(r);
+                        cols.push(c);
+                        vals.extend_from_slice(&((r * 100 + c) as i32).to_ne_bytes());
+                        dense[(r * 17 + c) as usize] = (r * 100 + c) as i32;
+                    }
+                }
+            }
+            let coords = [Indices::I64(&rows), Indices::I64(&cols)];
+            arr.write(&store, &[0, 0], &[13, 17], &SparseInput::Coo { coords: &coords, values: &vals }, Duplicates::Error).unwrap();
+            let all = arr.read(&store, &[DimSel::range(0, 13), DimSel::range(0, 17)], ReadFormat::Coo, None).unwrap();
+            check_canonical(&all);
+            assert_eq!(densify(&all), dense);
+            // stepped, listed (unsorted, repeated) selections
+            let sel = [DimSel::List(vec![12, 3, 3, 0]), DimSel::Range { start: 1, step: 3, len: 5 }];
+            let got = arr.read(&store, &sel, ReadFormat::Coo, None).unwrap();
+            check_canonical(&got);
+            let mut want = vec![];
+            for &r in &[12u64, 3, 3, 0] {
+                for k in 0..5u64 {
+                    want.push(dense[(r * 17 + 1 + 3 * k) as usize]);
+                }
+            }
+            assert_eq!(densify(&got), want);
+            // CSR output
+            let csr = arr.read(&store, &[DimSel::range(2, 9), DimSel::range(3, 11)], ReadFormat::Csr, None).unwrap();
+            let ro = csr.row_offsets.clone().unwrap();
+            assert_eq!(ro.len(), 10);
+            for r in 0..9 {
+                let mut row = vec![0i32; 11];
+                for k in ro[r] as usize..ro[r + 1] as usize {
+                    row[csr.coords[k] as usize] = i32::from_ne_bytes(csr.values[k * 4..k * 4 + 4].try_into().unwrap());
+                }
+                assert_eq!(row, dense[(r + 2) * 17 + 3..(r + 2) * 17 + 14].to_vec());
+            }
+            // Overwrite an inner box with CSR input containing duplicates (summed) and a zero.
+            let indptr = [0i64, 3, 3];
+            let indices = [1i64, 1, 2];
+            let v: Vec<u8> = [5i32, 6, 0].iter().flat_map(|x| x.to_ne_bytes()).collect();
+            arr.write(&store, &[5, 6], &[2, 4], &SparseInput::Compressed { axis: 0, indptr: Indices::I64(&indptr), indices: Indices::I64(&indices), values: &v }, Duplicates::Sum).unwrap();
+            for r in 5..7 {
+                for c in 6..10 {
+                    dense[r * 17 + c] = 0;
+                }
+            }
+            dense[5 * 17 + 7] = 11;
+            let all = arr.read(&store, &[DimSel::range(0, 13), DimSel::range(0, 17)], ReadFormat::Coo, None).unwrap();
+            assert_eq!(densify(&all), dense);
+            let (nnz, bytes) = arr.stats(&store, None).unwrap();
+            assert_eq!(nnz as usize, dense.iter().filter(|&&x| x != 0).count());
+            assert!(bytes > 0);
+            // Errors: out of range, duplicates refused, nothing changed.
+            let bad_r = [0i64, 99];
+            let bad_c = [0i64, 0];
+            let v2: Vec<u8> = [1i32, 2].iter().flat_map(|x| x.to_ne_bytes()).collect();
+            let coords = [Indices::I64(&bad_r), Indices::I64(&bad_c)];
+            assert!(arr.write(&store, &[0, 0], &[13, 17], &SparseInput::Coo { coords: &coords, values: &v2 }, Duplicates::Sum).is_err());
+            let dup = [1i64, 1];
+            let coords = [Indices::I64(&dup), Indices::I64(&dup)];
+            assert!(arr.write(&store, &[0, 0], &[13, 17], &SparseInput::Coo { coords: &coords, values: &v2 }, Duplicates::Error).is_err());
+            let all = arr.read(&store, &[DimSel::range(0, 13), DimSel::range(0, 17)], ReadFormat::Coo, None).unwrap();
+            assert_eq!(densify(&all), dense);
+            // Clearing everything deletes every chunk.
+            let none: [i64; 0] = [];
+            let coords = [Indices::I64(&none), Indices::I64(&none)];
+            arr.write(&store, &[0, 0], &[13, 17], &SparseInput::Coo { coords: &coords, values: &[] }, Duplicates::Error).unwrap();
+            assert_eq!(arr.stats(&store, None).unwrap(), (0, 0));
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let k = ChunkKeys::new(&serde_json::from_str(r#"{"name":"default","configuration":{"separator":"."}}"#).unwrap(), "a/b/").unwrap();
+        assert_eq!(k.key(&[1, 2]), "a/b/c.1.2");
+        let k = ChunkKeys::new(&serde_json::from_str(r#"{"name":"v2"}"#).unwrap(), "").unwrap();
+        assert_eq!(k.key(&[1, 2]), "1.2");
+    }
+}

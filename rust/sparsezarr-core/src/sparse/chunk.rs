@@ -1,0 +1,579 @@
+//! The sparse chunk format (`sparsezarr.sparse`, version 1): see `docs/spec/sparse-codec.md`.
+//!
+//! An encoded chunk is a 32-byte header followed by two sub-encoded buffers:
+//!
+//! ```text
+//! 0..4    magic "SZSP"
+//! 4       format version (1)
+//! 5       coordinate width in bytes (1, 2, 4 or 8)
+//! 6..8    number of dimensions (u16, little endian)
+//! 8..16   nnz: number of stored entries (u64 LE)
+//! 16..24  length of the encoded coordinates (u64 LE)
+//! 24..32  length of the encoded values (u64 LE)
+//! 32..    encoded coordinates, then encoded values
+//! ```
+//!
+//! Coordinates are chunk-local, planar (all coordinates along dimension 0, then dimension 1, ...),
+//! in the smallest unsigned width that holds `max(chunk_shape) - 1`, for entries in strictly
+//! increasing C order. Values are the array's elements at those coordinates; none equals the fill
+//! value.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use zarrs::array::{BytesRepresentation, DataType};
+use zarrs::metadata::v3::MetadataV3;
+use zarrs::plugin::ExtensionName;
+
+use crate::bytes_chain::BytesChain;
+use crate::codec::EngineOptions;
+use crate::error::{Error, Result};
+
+/// The codec's name in array metadata.
+pub const CODEC_NAME: &str = "sparsezarr.sparse";
+/// First bytes of every encoded chunk.
+pub const MAGIC: [u8; 4] = *b"SZSP";
+/// The format version this implementation writes (and the only one it reads).
+pub const VERSION: u8 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 32;
+
+/// The codec configuration (`configuration` of the codec's metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseCodecConfig {
+    /// Coordinate layout; `"coo"` (planar, chunk-local coordinates) is the only one in version 1.
+    pub layout: String,
+    /// Codecs of the coordinate buffer: `bytes`, then bytes-to-bytes codecs.
+    pub coordinate_codecs: Vec<MetadataV3>,
+    /// Codecs of the value buffer: `bytes`, then bytes-to-bytes codecs.
+    pub value_codecs: Vec<MetadataV3>,
+}
+
+impl SparseCodecConfig {
+    /// Parse from a metadata configuration object.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] if it is malformed.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self> {
+        let cfg: Self = serde_json::from_value(value.clone()).map_err(|e| Error::InvalidMetadata(format!("{CODEC_NAME}: {e}")))?;
+        if cfg.layout != "coo" {
+            return Err(Error::Unsupported(format!("{CODEC_NAME}: layout {:?} (this version reads \"coo\")", cfg.layout)));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Element types of sparse values: what the engine needs to compare with the fill value and to
+/// sum duplicate entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum ElemType {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F16,
+    F32,
+    F64,
+    C64,
+    C128,
+}
+
+impl ElemType {
+    /// The element type of a zarrs data type.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for data types sparse arrays do not hold.
+    pub fn from_data_type(dt: &DataType) -> Result<Self> {
+        let name = dt.name_v3().map(Cow::into_owned).unwrap_or_default();
+        Ok(match name.as_str() {
+            "bool" => Self::Bool,
+            "int8" => Self::I8,
+            "int16" => Self::I16,
+            "int32" => Self::I32,
+            "int64" => Self::I64,
+            "uint8" => Self::U8,
+            "uint16" => Self::U16,
+            "uint32" => Self::U32,
+            "uint64" => Self::U64,
+            "float16" => Self::F16,
+            "float32" => Self::F32,
+            "float64" => Self::F64,
+            "complex64" => Self::C64,
+            "complex128" => Self::C128,
+            other => return Err(Error::Unsupported(format!("sparse arrays of data type {other:?}"))),
+        })
+    }
+
+    /// Size in bytes.
+    #[must_use]
+    pub fn size(self) -> usize {
+        match self {
+            Self::Bool | Self::I8 | Self::U8 => 1,
+            Self::I16 | Self::U16 | Self::F16 => 2,
+            Self::I32 | Self::U32 | Self::F32 => 4,
+            Self::I64 | Self::U64 | Self::F64 | Self::C64 => 8,
+            Self::C128 => 16,
+        }
+    }
+
+    /// Byte-swap unit (for big-endian encodings).
+    #[must_use]
+    pub fn swap_unit(self) -> usize {
+        match self {
+            Self::C64 => 4,
+            Self::C128 => 8,
+            _ => self.size(),
+        }
+    }
+
+    /// Whether the native-order element `e` equals `fill` (numerically for floats: -0.0 equals 0.0).
+    #[must_use]
+    pub fn equals(self, e: &[u8], fill: &[u8]) -> bool {
+        let f32_eq = |a: &[u8], b: &[u8]| f32::from_ne_bytes(a.try_into().unwrap_or_default()) == f32::from_ne_bytes(b.try_into().unwrap_or_default());
+        let f64_eq = |a: &[u8], b: &[u8]| f64::from_ne_bytes(a.try_into().unwrap_or_default()) == f64::from_ne_bytes(b.try_into().unwrap_or_default());
+        match self {
+            Self::F32 => f32_eq(e, fill),
+            Self::F64 => f64_eq(e, fill),
+            Self::C64 => f32_eq(&e[..4], &fill[..4]) && f32_eq(&e[4..], &fill[4..]),
+            Self::C128 => f64_eq(&e[..8], &fill[..8]) && f64_eq(&e[8..], &fill[8..]),
+            Self::F16 => {
+                let (a, b) = (u16::from_ne_bytes([e[0], e[1]]), u16::from_ne_bytes([fill[0], fill[1]]));
+                a == b || (a & 0x7fff == 0 && b & 0x7fff == 0)
+            }
+            _ => e == fill,
+        }
+    }
+
+    /// Whether the native-order element is NaN (for floats).
+    #[must_use]
+    pub fn is_nan(self, e: &[u8]) -> bool {
+        match self {
+            Self::F32 => f32::from_ne_bytes(e.try_into().unwrap_or_default()).is_nan(),
+            Self::F64 => f64::from_ne_bytes(e.try_into().unwrap_or_default()).is_nan(),
+            Self::C64 => self_nan32(&e[..4]) || self_nan32(&e[4..]),
+            Self::C128 => f64::from_ne_bytes(e[..8].try_into().unwrap_or_default()).is_nan() || f64::from_ne_bytes(e[8..].try_into().unwrap_or_default()).is_nan(),
+            Self::F16 => {
+                let v = u16::from_ne_bytes([e[0], e[1]]);
+                v & 0x7c00 == 0x7c00 && v & 0x03ff != 0
+            }
+            _ => false,
+        }
+    }
+
+    /// `acc += e` (native order; integers wrap, booleans or).
+    pub fn add_assign(self, acc: &mut [u8], e: &[u8]) {
+        macro_rules! int {
+            ($t:ty) => {{
+                let v = <$t>::from_ne_bytes(acc[..].try_into().unwrap_or_default()).wrapping_add(<$t>::from_ne_bytes(e.try_into().unwrap_or_default()));
+                acc.copy_from_slice(&v.to_ne_bytes());
+            }};
+        }
+        macro_rules! float {
+            ($t:ty, $n:expr) => {{
+                for (a, b) in acc.chunks_exact_mut($n).zip(e.chunks_exact($n)) {
+                    let v = <$t>::from_ne_bytes(a[..].try_into().unwrap_or_default()) + <$t>::from_ne_bytes(b.try_into().unwrap_or_default());
+                    a.copy_from_slice(&v.to_ne_bytes());
+                }
+            }};
+        }
+        match self {
+            Self::Bool => acc[0] = u8::from(acc[0] != 0 || e[0] != 0),
+            Self::I8 | Self::U8 => acc[0] = acc[0].wrapping_add(e[0]),
+            Self::I16 | Self::U16 => int!(u16),
+            Self::I32 | Self::U32 => int!(u32),
+            Self::I64 | Self::U64 => int!(u64),
+            Self::F16 => {
+                let a = half::f16::from_ne_bytes([acc[0], acc[1]]);
+                let b = half::f16::from_ne_bytes([e[0], e[1]]);
+                acc.copy_from_slice(&(a + b).to_ne_bytes());
+            }
+            Self::F32 | Self::C64 => float!(f32, 4),
+            Self::F64 | Self::C128 => float!(f64, 8),
+        }
+    }
+}
+
+fn self_nan32(b: &[u8]) -> bool {
+    f32::from_ne_bytes(b.try_into().unwrap_or_default()).is_nan()
+}
+
+/// Width in bytes of chunk-local coordinates for chunks of `shape`.
+#[must_use]
+pub fn coord_width(shape: &[u64]) -> usize {
+    let max = shape.iter().copied().max().unwrap_or(1).saturating_sub(1);
+    if max <= u64::from(u8::MAX) {
+        1
+    } else if max <= u64::from(u16::MAX) {
+        2
+    } else if max <= u64::from(u32::MAX) {
+        4
+    } else {
+        8
+    }
+}
+
+/// A decoded chunk in canonical form: entries in strictly increasing C order, none equal to fill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SparseChunk {
+    /// Number of entries.
+    pub nnz: usize,
+    /// Chunk-local coordinates, planar: `coords[d * nnz + k]`.
+    pub coords: Vec<u64>,
+    /// Values (native byte order), `nnz` elements.
+    pub values: Vec<u8>,
+}
+
+impl SparseChunk {
+    /// Coordinate of entry `k` along dimension `d`.
+    #[must_use]
+    #[inline]
+    pub fn coord(&self, d: usize, k: usize) -> u64 {
+        self.coords[d * self.nnz + k]
+    }
+}
+
+/// A sub-chain: `bytes` (endianness of the elements), then bytes-to-bytes codecs.
+#[derive(Debug)]
+struct SubChain {
+    swap: usize,
+    chain: BytesChain,
+}
+
+impl SubChain {
+    fn new(codecs: &[MetadataV3], swap_unit: usize, what: &str, options: &EngineOptions) -> Result<Self> {
+        let (first, rest) = codecs
+            .split_first()
+            .ok_or_else(|| Error::InvalidMetadata(format!("{CODEC_NAME}: {what} must start with the bytes codec")))?;
+        if first.name() != "bytes" {
+            return Err(Error::Unsupported(format!("{CODEC_NAME}: {what} must start with the bytes codec, not {:?}", first.name())));
+        }
+        let big = match first.configuration().and_then(|c| c.get("endian")).and_then(|e| e.as_str()) {
+            None | Some("little") => false,
+            Some("big") => true,
+            Some(other) => return Err(Error::InvalidMetadata(format!("bytes codec endian {other:?}"))),
+        };
+        let swap = if big == cfg!(target_endian = "little") && swap_unit > 1 { swap_unit } else { 0 };
+        let chain = BytesChain::new(rest, BytesRepresentation::UnboundedSize, options)?;
+        Ok(Self { swap, chain })
+    }
+
+    fn encode(&self, native: &[u8]) -> Result<Vec<u8>> {
+        let bytes: Cow<'_, [u8]> = if self.swap > 1 {
+            let mut v = native.to_vec();
+            crate::strided::byteswap(&mut v, self.swap);
+            Cow::Owned(v)
+        } else {
+            Cow::Borrowed(native)
+        };
+        Ok(self.chain.encode(bytes)?.into_owned())
+    }
+
+    fn decode<'a>(&self, encoded: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        let mut bytes = self.chain.decode(Cow::Borrowed(encoded))?;
+        if self.swap > 1 {
+            crate::strided::byteswap(bytes.to_mut(), self.swap);
+        }
+        Ok(bytes)
+    }
+}
+
+/// Encoder and decoder of sparse chunks for one element type and chunk shape.
+#[derive(Debug)]
+pub struct SparseChunkCodec {
+    shape: Vec<u64>,
+    strides: Vec<u64>,
+    width: usize,
+    elem: ElemType,
+    fill: Vec<u8>,
+    coords: SubChain,
+    values: SubChain,
+}
+
+fn corrupt(msg: impl std::fmt::Display) -> Error {
+    Error::decode("", format!("sparse chunk: {msg}"))
+}
+
+impl SparseChunkCodec {
+    /// A codec for chunks of `shape` holding `elem` values with `fill` as the fill value.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] / [`Error::Unsupported`] for bad configurations, and
+    /// [`Error::InvalidArgument`] for a NaN fill value (every value would differ from it).
+    pub fn new(config: &SparseCodecConfig, shape: &[u64], elem: ElemType, fill: &[u8], options: &EngineOptions) -> Result<Self> {
+        if fill.len() != elem.size() {
+            return Err(Error::InvalidArgument(format!("fill value has {} bytes, the data type {}", fill.len(), elem.size())));
+        }
+        if elem.is_nan(fill) {
+            return Err(Error::InvalidArgument(
+                "sparse arrays need a fill value that values can equal; NaN is never equal to anything".into(),
+            ));
+        }
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(Error::InvalidMetadata(format!("sparse chunks need a non-empty chunk shape, got {shape:?}")));
+        }
+        let mut strides = vec![1u64; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1]
+                .checked_mul(shape[d + 1])
+                .ok_or_else(|| Error::InvalidMetadata("chunk has too many elements".into()))?;
+        }
+        strides[0]
+            .checked_mul(shape[0])
+            .ok_or_else(|| Error::InvalidMetadata("chunk has too many elements".into()))?;
+        let width = coord_width(shape);
+        Ok(Self {
+            shape: shape.to_vec(),
+            strides,
+            width,
+            elem,
+            fill: fill.to_vec(),
+            coords: SubChain::new(&config.coordinate_codecs, width, "coordinate_codecs", options)?,
+            values: SubChain::new(&config.value_codecs, elem.swap_unit(), "value_codecs", options)?,
+        })
+    }
+
+    /// Chunk shape.
+    #[must_use]
+    pub fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
+    /// Element type.
+    #[must_use]
+    pub fn elem(&self) -> ElemType {
+        self.elem
+    }
+
+    /// Fill value (native order bytes).
+    #[must_use]
+    pub fn fill(&self) -> &[u8] {
+        &self.fill
+    }
+
+    /// C-order linear index of chunk-local coordinates.
+    #[must_use]
+    #[inline]
+    pub fn linear(&self, coords: impl Iterator<Item = u64>) -> u64 {
+        coords.zip(&self.strides).map(|(c, s)| c * s).sum()
+    }
+
+    /// Encode a canonical chunk.
+    ///
+    /// # Errors
+    /// Returns an error if a sub-codec fails.
+    pub fn encode(&self, chunk: &SparseChunk) -> Result<Vec<u8>> {
+        let ndim = self.shape.len();
+        if chunk.coords.len() != ndim * chunk.nnz || chunk.values.len() != chunk.nnz * self.elem.size() {
+            return Err(Error::Internal("sparse chunk buffers have inconsistent sizes".into()));
+        }
+        let mut raw = Vec::with_capacity(chunk.coords.len() * self.width);
+        for &c in &chunk.coords {
+            raw.extend_from_slice(&c.to_ne_bytes()[..self.width]);
+        }
+        #[cfg(target_endian = "big")]
+        compile_error!("sparse chunk coordinates assume a little-endian host");
+        let coords = self.coords.encode(&raw)?;
+        let values = self.values.encode(&chunk.values)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + coords.len() + values.len());
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        #[allow(clippy::cast_possible_truncation)]
+        out.push(self.width as u8);
+        #[allow(clippy::cast_possible_truncation)]
+        out.extend_from_slice(&(ndim as u16).to_le_bytes());
+        out.extend_from_slice(&(chunk.nnz as u64).to_le_bytes());
+        out.extend_from_slice(&(coords.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+        out.extend_from_slice(&coords);
+        out.extend_from_slice(&values);
+        Ok(out)
+    }
+
+    /// The number of entries of an encoded chunk, from its header alone.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] if the header is invalid.
+    pub fn header_nnz(&self, bytes: &[u8]) -> Result<u64> {
+        Ok(self.parse_header(bytes)?.0)
+    }
+
+    fn parse_header(&self, bytes: &[u8]) -> Result<(u64, usize, usize)> {
+        if bytes.len() < HEADER_LEN {
+            return Err(corrupt(format!("{} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len())));
+        }
+        if bytes[..4] != MAGIC {
+            return Err(corrupt("bad magic (not a sparsezarr.sparse chunk)"));
+        }
+        if bytes[4] != VERSION {
+            return Err(Error::Unsupported(format!("sparse chunk format version {} (this version reads {VERSION})", bytes[4])));
+        }
+        if usize::from(bytes[5]) != self.width {
+            return Err(corrupt(format!("coordinate width {} does not match the chunk shape (expected {})", bytes[5], self.width)));
+        }
+        let ndim = u16::from_le_bytes([bytes[6], bytes[7]]);
+        if usize::from(ndim) != self.shape.len() {
+            return Err(corrupt(format!("{ndim} dimensions, expected {}", self.shape.len())));
+        }
+        let field = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
+        let (nnz, nc, nv) = (field(8), field(16), field(24));
+        let total: u128 = HEADER_LEN as u128 + u128::from(nc) + u128::from(nv);
+        if total != bytes.len() as u128 {
+            return Err(corrupt(format!("header declares {total} bytes, the chunk has {} (truncated?)", bytes.len())));
+        }
+        let capacity: u128 = self.shape.iter().map(|&n| u128::from(n)).product();
+        if u128::from(nnz) > capacity {
+            return Err(corrupt(format!("{nnz} entries in a chunk of {capacity} elements")));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        Ok((nnz, nc as usize, nv as usize))
+    }
+
+    /// Decode and validate an encoded chunk.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] (without a key) for corrupt or non-canonical chunks.
+    pub fn decode(&self, bytes: &[u8]) -> Result<SparseChunk> {
+        let (nnz, nc, _) = self.parse_header(bytes)?;
+        #[allow(clippy::cast_possible_truncation)]
+        let nnz = nnz as usize;
+        let ndim = self.shape.len();
+        let raw_coords = self.coords.decode(&bytes[HEADER_LEN..HEADER_LEN + nc])?;
+        let values = self.values.decode(&bytes[HEADER_LEN + nc..])?.into_owned();
+        if raw_coords.len() != nnz * ndim * self.width {
+            return Err(corrupt(format!("coordinate buffer has {} bytes, expected {}", raw_coords.len(), nnz * ndim * self.width)));
+        }
+        if values.len() != nnz * self.elem.size() {
+            return Err(corrupt(format!("value buffer has {} bytes, expected {}", values.len(), nnz * self.elem.size())));
+        }
+        let coords: Vec<u64> = match self.width {
+            1 => raw_coords.iter().map(|&b| u64::from(b)).collect(),
+            2 => raw_coords.chunks_exact(2).map(|c| u64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            4 => raw_coords.chunks_exact(4).map(|c| u64::from(u32::from_le_bytes(c.try_into().unwrap_or_default()))).collect(),
+            _ => raw_coords.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+        };
+        let chunk = SparseChunk { nnz, coords, values };
+        self.validate(&chunk)?;
+        Ok(chunk)
+    }
+
+    /// Check bounds and strict C order.
+    fn validate(&self, chunk: &SparseChunk) -> Result<()> {
+        let ndim = self.shape.len();
+        for d in 0..ndim {
+            let n = self.shape[d];
+            if let Some(bad) = chunk.coords[d * chunk.nnz..(d + 1) * chunk.nnz].iter().find(|&&c| c >= n) {
+                return Err(corrupt(format!("coordinate {bad} out of bounds for chunk dimension {d} of length {n}")));
+            }
+        }
+        let mut prev: Option<u64> = None;
+        for k in 0..chunk.nnz {
+            let lin = self.linear((0..ndim).map(|d| chunk.coord(d, k)));
+            if prev.is_some_and(|p| lin <= p) {
+                return Err(corrupt("entries are not in strictly increasing C order (unsorted or duplicated)"));
+            }
+            prev = Some(lin);
+        }
+        Ok(())
+    }
+
+    /// The canonical sparse form of a dense C-ordered chunk.
+    #[must_use]
+    pub fn from_dense(&self, dense: &[u8]) -> SparseChunk {
+        let es = self.elem.size();
+        let ndim = self.shape.len();
+        let mut lin: Vec<u64> = Vec::new();
+        let mut values = Vec::new();
+        for (i, e) in dense.chunks_exact(es).enumerate() {
+            if !self.elem.equals(e, &self.fill) {
+                lin.push(i as u64);
+                values.extend_from_slice(e);
+            }
+        }
+        let nnz = lin.len();
+        let mut coords = vec![0u64; nnz * ndim];
+        for (k, &l) in lin.iter().enumerate() {
+            let mut rem = l;
+            for d in 0..ndim {
+                coords[d * nnz + k] = rem / self.strides[d];
+                rem %= self.strides[d];
+            }
+        }
+        SparseChunk { nnz, coords, values }
+    }
+
+    /// Write a chunk into a dense C-ordered buffer (which the caller filled with the fill value).
+    pub fn scatter_dense(&self, chunk: &SparseChunk, dense: &mut [u8]) {
+        let es = self.elem.size();
+        let ndim = self.shape.len();
+        for k in 0..chunk.nnz {
+            #[allow(clippy::cast_possible_truncation)]
+            let lin = self.linear((0..ndim).map(|d| chunk.coord(d, k))) as usize;
+            dense[lin * es..(lin + 1) * es].copy_from_slice(&chunk.values[k * es..(k + 1) * es]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SparseCodecConfig {
+        serde_json::from_str(
+            r#"{"layout":"coo",
+                "coordinate_codecs":[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":3,"checksum":false}}],
+                "value_codecs":[{"name":"bytes","configuration":{"endian":"big"}},{"name":"crc32c"}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dense_sparse_roundtrip_and_validation() {
+        let codec = SparseChunkCodec::new(&config(), &[3, 300], ElemType::F32, &0f32.to_ne_bytes(), &EngineOptions::default()).unwrap();
+        let mut dense = vec![0u8; 3 * 300 * 4];
+        for (i, v) in [(5usize, 1.5f32), (299, -2.0), (300, 3.0), (899, 4.0), (10, -0.0)] {
+            dense[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        let chunk = codec.from_dense(&dense);
+        assert_eq!(chunk.nnz, 4, "-0.0 equals the fill value 0.0");
+        let enc = codec.encode(&chunk).unwrap();
+        assert_eq!(&enc[..4], b"SZSP");
+        assert_eq!(enc[5], 2, "300 needs 16-bit coordinates");
+        let dec = codec.decode(&enc).unwrap();
+        assert_eq!(dec, chunk);
+        let mut back = vec![0u8; dense.len()];
+        codec.scatter_dense(&dec, &mut back);
+        let mut expect = dense.clone();
+        expect[40..44].copy_from_slice(&0f32.to_ne_bytes());
+        assert_eq!(back, expect);
+        // Truncation, bad magic and unsorted entries are all errors.
+        assert!(codec.decode(&enc[..enc.len() - 1]).is_err());
+        let mut bad = enc.clone();
+        bad[0] = b'X';
+        assert!(codec.decode(&bad).is_err());
+        let unsorted = SparseChunk { nnz: 2, coords: vec![1, 0, 0, 0], values: vec![0, 0, 128, 63, 0, 0, 128, 63] };
+        assert!(codec.decode(&codec.encode(&unsorted).unwrap()).is_err());
+        assert_eq!(codec.header_nnz(&enc).unwrap(), 4);
+    }
+
+    #[test]
+    fn nan_fill_is_refused() {
+        assert!(SparseChunkCodec::new(&config(), &[4], ElemType::F64, &f64::NAN.to_ne_bytes(), &EngineOptions::default()).is_err());
+    }
+
+    #[test]
+    fn half_floats_add() {
+        let mut a = 0x3c00u16.to_ne_bytes(); // 1.0
+        ElemType::F16.add_assign(&mut a, &0x4000u16.to_ne_bytes()); // + 2.0
+        assert_eq!(u16::from_ne_bytes(a), 0x4200); // 3.0
+        assert_eq!(coord_width(&[256]), 1);
+        assert_eq!(coord_width(&[257]), 2);
+        assert_eq!(coord_width(&[65537, 2]), 4);
+    }
+}

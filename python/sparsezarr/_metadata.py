@@ -40,13 +40,14 @@ RUST_CODECS_V3 = frozenset(
         "sharding_indexed",
         "numcodecs.zlib",
         "numcodecs.bz2",
+        "sparsezarr.sparse",
     }
 )
 
 #: numcodecs ids (v2 compressors and filters) that run in Rust.
 RUST_CODECS_V2 = frozenset({"zlib", "gzip", "bz2", "zstd", "blosc"})
 
-_STOCK_MODULE_PREFIXES = ("zarr.codecs.", "numcodecs.")
+_STOCK_MODULE_PREFIXES = ("zarr.codecs.", "numcodecs.", "sparsezarr.")
 
 
 class Unsupported(str):

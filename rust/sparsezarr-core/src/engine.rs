@@ -61,14 +61,14 @@ pub struct ArrayEngine {
     concurrency: Concurrency,
 }
 
-fn shared_index_cache() -> &'static IndexCache {
-    static CACHE: std::sync::OnceLock<IndexCache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| IndexCache::new(64 << 20))
+/// The process-wide shard index cache (per process: a forked child gets a fresh one).
+pub fn shared_index_cache() -> &'static IndexCache {
+    &crate::runtime::Runtime::get().index_cache
 }
 
 /// Set the byte budget of the process-wide shard index cache (0 disables it).
 pub fn set_index_cache_budget(bytes: usize) {
-    shared_index_cache().set_budget(bytes);
+    crate::runtime::set_index_cache_budget(bytes);
 }
 
 fn checked_fill(data_type: &DataType, bytes: Vec<u8>) -> Result<FillValue> {

@@ -8,18 +8,31 @@
 //! longer exist, so it must never be touched or dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::sharding::IndexCache;
 
-/// Thread pools of one process.
+/// Thread pools and caches of one process.
 pub struct Runtime {
     pid: u32,
     pools: Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>,
+    /// Decoded shard indexes, shared by every array of the process.
+    pub index_cache: IndexCache,
 }
 
 static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Byte budget of the shard index cache (kept in an atomic so that a forked child's fresh runtime
+/// inherits the setting).
+static INDEX_CACHE_BUDGET: AtomicUsize = AtomicUsize::new(64 << 20);
+
+/// Set the byte budget of the process-wide shard index cache (0 disables it).
+pub fn set_index_cache_budget(bytes: usize) {
+    INDEX_CACHE_BUDGET.store(bytes, Ordering::Relaxed);
+    Runtime::get().index_cache.set_budget(bytes);
+}
 
 /// Number of CPU cores available to this process.
 pub fn available_cores() -> usize {
@@ -38,7 +51,11 @@ impl Runtime {
                 return rt;
             }
         }
-        let fresh = Box::into_raw(Box::new(Runtime { pid, pools: Mutex::new(HashMap::new()) }));
+        let fresh = Box::into_raw(Box::new(Runtime {
+            pid,
+            pools: Mutex::new(HashMap::new()),
+            index_cache: IndexCache::new(INDEX_CACHE_BUDGET.load(Ordering::Relaxed)),
+        }));
         match RUNTIME.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
             // SAFETY: `fresh` was just leaked from a Box.
             Ok(_) => unsafe { &*fresh },

@@ -15,14 +15,15 @@ use sparsezarr_core::strided::{RawView, byteswap};
 
 mod convert;
 mod errors;
+mod sparse;
 
 use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_mapping, snapshot_from_pairs};
 use errors::{PythonExt, to_pyerr};
 
 /// A local directory store (zarr-python's `LocalStore`) as seen by the engine.
 #[pyclass(frozen, name = "LocalStore", module = "sparsezarr._lib")]
-struct PyLocalStore {
-    inner: FsStore,
+pub(crate) struct PyLocalStore {
+    pub(crate) inner: FsStore,
 }
 
 #[pymethods]
@@ -438,6 +439,7 @@ fn version() -> &'static str {
 fn _lib(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArrayEngine>()?;
     m.add_class::<PyLocalStore>()?;
+    m.add_class::<sparse::PySparseArray>()?;
     m.add_function(wrap_pyfunction!(set_index_cache_budget, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     errors::register(m)?;

@@ -1,0 +1,558 @@
+"""Chunked, sharded N-d sparse arrays in Zarr.
+
+A sparse array is a zarr v3 array whose chunks use the ``sparsezarr.sparse`` codec (see
+``docs/spec/sparse-codec.md``): each chunk stores only its entries that differ from the fill value.
+Regions are read and written as ``sparse.COO`` / ``scipy.sparse`` objects without ever building
+dense chunks; the work (splitting entries over chunks, encoding, assembling shards, decoding,
+merging chunk pieces into one result) happens in Rust, in parallel, with the GIL released.
+
+Plain zarr-python can open the same arrays and read them densely (the codec is registered with
+it), and so can ``sparsezarr.Pipeline``.
+
+>>> import sparsezarr, scipy.sparse as sp
+>>> m = sp.random(1000, 500, density=0.01, format="csr", dtype="float32")
+>>> a = sparsezarr.from_scipy(m, "matrix.zarr", chunks=(256, 128))
+>>> a.to_scipy()[10:20]                     # scipy.sparse.csr_array
+>>> a[:, [3, 7, 11]]                        # sparse.COO
+>>> a[0:100, 0:100] = sp.eye(100, format="csr")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+import zarr
+from zarr.storage import LocalStore, MemoryStore
+
+from sparsezarr import _lib
+from sparsezarr._metadata import fill_bytes
+from sparsezarr._settings import Settings
+from sparsezarr.codec import CODEC_NAME, SPARSE_KINDS, SparseCodec, default_sub_codecs
+from sparsezarr.errors import MetadataError
+
+if TYPE_CHECKING:
+    import sparse as pydata_sparse
+    from zarr.abc.codec import BytesBytesCodec
+
+__all__ = ["SparseArray", "SparseInfo", "create_sparse", "from_numpy", "from_scipy", "from_sparse", "open_sparse", "save_sparse"]
+
+#: Elements per chunk aimed at by the default chunk shape.
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+#: Chunks per shard aimed at by the default shard shape (arrays with more chunks than this).
+DEFAULT_CHUNKS_PER_SHARD = 64
+
+
+def default_chunks(shape: tuple[int, ...], target: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[int, ...]:
+    """Balanced chunk shape of about ``target`` elements: halve the largest dimension until it fits."""
+    chunks = [max(1, n) for n in shape]
+    while math.prod(chunks) > target:
+        d = int(np.argmax(chunks))
+        if chunks[d] == 1:
+            break
+        chunks[d] = (chunks[d] + 1) // 2
+    return tuple(chunks)
+
+
+def default_shards(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Shards grouping up to ``DEFAULT_CHUNKS_PER_SHARD`` chunks, for arrays with more chunks than that."""
+    grid = [math.ceil(n / c) for n, c in zip(shape, chunks, strict=True)]
+    if math.prod(grid) <= DEFAULT_CHUNKS_PER_SHARD:
+        return None
+    per_dim = max(1, int(round(DEFAULT_CHUNKS_PER_SHARD ** (1 / len(shape)))))
+    return tuple(c * min(per_dim, g) for c, g in zip(chunks, grid, strict=True))
+
+
+def _sub_codecs(compressors: Any) -> tuple[Any, ...]:
+    if compressors is None:
+        return (default_sub_codecs()[0],)
+    if isinstance(compressors, str) and compressors == "default":
+        return default_sub_codecs()
+    if not isinstance(compressors, list | tuple):
+        compressors = [compressors]
+    return (default_sub_codecs()[0], *compressors)
+
+
+def create_sparse(
+    store: Any,
+    *,
+    shape: tuple[int, ...] | int,
+    dtype: Any = "float32",
+    chunks: tuple[int, ...] | None = None,
+    shards: tuple[int, ...] | None | str = "auto",
+    fill_value: Any = 0,
+    compressors: BytesBytesCodec | list[BytesBytesCodec] | str | None = "default",
+    path: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    dimension_names: list[str] | None = None,
+    overwrite: bool = False,
+) -> SparseArray:
+    """Create an empty sparse array.
+
+    Parameters
+    ----------
+    store
+        A directory path, a zarr ``Store``, or anything ``zarr.create_array`` accepts.
+    shape, dtype
+        Shape (any number of dimensions) and data type (booleans and numbers).
+    chunks
+        Shape of the sparse chunks; default: balanced chunks of about 2**20 elements.
+    shards
+        Shard shape (a multiple of ``chunks``), ``None`` for no sharding, or ``"auto"`` (default):
+        shards of up to 64 chunks when the array has more than 64 chunks.
+    fill_value
+        The value of every element that is not stored (default 0; NaN is refused).
+    compressors
+        Bytes-to-bytes codecs applied to both the coordinate and the value buffers of every chunk;
+        ``"default"`` is zstd level 3, ``None`` stores them uncompressed.
+    path
+        Path of the array inside the store.
+    """
+    shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+    np_dtype = np.dtype(dtype)
+    if np_dtype.kind not in SPARSE_KINDS or np_dtype.fields is not None:
+        raise TypeError(f"sparse arrays hold booleans and numbers, not {np_dtype}")
+    if len(shape) == 0:
+        raise ValueError("sparse arrays need at least one dimension")
+    if np_dtype.kind in "fc" and np.isnan(np.asarray(fill_value, dtype=np_dtype)).any():
+        raise ValueError("a NaN fill value is not allowed for sparse arrays (no value is ever equal to it)")
+    chunks = default_chunks(shape) if chunks is None else tuple(int(c) for c in chunks)
+    if len(chunks) != len(shape) or any(c < 1 for c in chunks):
+        raise ValueError(f"chunks {chunks} do not fit shape {shape}")
+    if isinstance(shards, str):
+        if shards != "auto":
+            raise ValueError(f"shards must be a shape, None or 'auto', not {shards!r}")
+        shards = default_shards(shape, chunks)
+    subs = _sub_codecs(compressors)
+    codec = SparseCodec(coordinate_codecs=subs, value_codecs=subs)
+    arr = zarr.create_array(
+        store=store,
+        name=path,
+        shape=shape,
+        dtype=np_dtype,
+        chunks=chunks,
+        shards=shards,
+        serializer=codec,
+        compressors=None,
+        filters=None,
+        fill_value=fill_value,
+        zarr_format=3,
+        attributes=attributes,
+        dimension_names=dimension_names,
+        overwrite=overwrite,
+    )
+    return SparseArray(arr)
+
+
+def open_sparse(store: Any, *, path: str | None = None, mode: str = "r+") -> SparseArray:
+    """Open an existing sparse array (a path, store or ``zarr.Array``)."""
+    if isinstance(store, zarr.Array):
+        return SparseArray(store)
+    return SparseArray(zarr.open_array(store=store, path=path, mode=mode, zarr_format=3))
+
+
+def save_sparse(x: Any, store: Any, **kwargs: Any) -> SparseArray:
+    """Create a sparse array holding ``x`` (scipy.sparse, pydata ``sparse`` or numpy)."""
+    shape = tuple(int(n) for n in x.shape)
+    kwargs.setdefault("dtype", x.dtype)
+    arr = create_sparse(store, shape=shape, **kwargs)
+    if shape and all(shape):
+        arr[tuple(slice(None) for _ in shape)] = x
+    return arr
+
+
+def from_scipy(matrix: sp.sparray | sp.spmatrix, store: Any, **kwargs: Any) -> SparseArray:
+    """Create a 2-d sparse array from any scipy.sparse array or matrix."""
+    if not sp.issparse(matrix):
+        raise TypeError(f"expected a scipy.sparse array or matrix, got {type(matrix).__name__}")
+    return save_sparse(matrix, store, **kwargs)
+
+
+def from_sparse(x: pydata_sparse.SparseArray, store: Any, **kwargs: Any) -> SparseArray:
+    """Create a sparse array from a pydata ``sparse`` array (COO, GCXS, DOK)."""
+    return save_sparse(x, store, **kwargs)
+
+
+def from_numpy(x: np.ndarray, store: Any, **kwargs: Any) -> SparseArray:
+    """Create a sparse array from a dense numpy array (entries equal to the fill value are not stored)."""
+    return save_sparse(np.asarray(x), store, **kwargs)
+
+
+@dataclass(frozen=True)
+class SparseInfo:
+    """Summary of a sparse array (``SparseArray.info``)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    fill_value: Any
+    nnz: int
+    stored_bytes: int
+    codec: dict[str, Any]
+
+    @property
+    def density(self) -> float:
+        n = math.prod(self.shape)
+        return self.nnz / n if n else 0.0
+
+    @property
+    def bytes_per_entry(self) -> float:
+        return self.stored_bytes / self.nnz if self.nnz else 0.0
+
+    def __repr__(self) -> str:
+        rows = [
+            ("Type", "sparsezarr.SparseArray"),
+            ("Shape", str(self.shape)),
+            ("Data type", str(self.dtype)),
+            ("Chunk shape", str(self.chunks)),
+            ("Shard shape", str(self.shards)),
+            ("Fill value", repr(self.fill_value)),
+            ("Stored entries (nnz)", f"{self.nnz:,}"),
+            ("Density", f"{self.density:.4%}"),
+            ("Stored bytes", f"{self.stored_bytes:,} ({self.bytes_per_entry:.2f} per entry)"),
+            ("Codec", CODEC_NAME),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
+
+
+class SparseArray:
+    """A sparse array stored in Zarr.
+
+    Indexing is orthogonal (like ``zarr.Array.oindex``): each dimension takes an integer, a slice
+    (any step) or an array of integers or booleans, independently. Reading returns ``sparse.COO``
+    (integer-indexed dimensions are dropped); ``to_scipy`` returns ``scipy.sparse.csr_array`` or
+    ``csc_array`` for 2-d regions. Writing replaces a box (integers and step-1 slices) with the
+    entries of a scipy.sparse, pydata ``sparse`` or numpy value; entries equal to the fill value are
+    not stored, duplicate coordinates are summed (as scipy does).
+    """
+
+    def __init__(self, array: zarr.Array) -> None:
+        metadata = array.metadata
+        if metadata.zarr_format != 3:
+            raise MetadataError("sparse arrays are zarr v3 arrays")
+        codec_names = _codec_names(metadata.codecs)
+        if CODEC_NAME not in codec_names:
+            raise MetadataError(f"{array.name!r} is not a sparse array (its codecs are {codec_names})")
+        self.array = array
+        self.settings = Settings.from_config()
+        dtype = metadata.data_type.to_native_dtype()
+        self._dtype = np.dtype(dtype.newbyteorder("="))
+        json_doc = metadata.to_buffer_dict(zarr.core.buffer.cpu.buffer_prototype)["zarr.json"].to_bytes().decode()
+        path = array.store_path.path
+        self._engine = _lib.SparseArray(
+            json_doc,
+            fill_bytes=fill_bytes(dtype, metadata.fill_value),
+            prefix=f"{path}/" if path else "",
+            **self.settings.engine_kwargs(),
+        )
+        store = array.store_path.store
+        self._store = store
+        self._local = _lib.LocalStore(str(store.root), read_only=store.read_only) if type(store) is LocalStore else None
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self._engine.chunk_shape)
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        s = self._engine.shard_shape
+        return None if s is None else tuple(s)
+
+    @property
+    def fill_value(self) -> Any:
+        return self.array.fill_value
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (read from chunk headers, without decoding)."""
+        return self._stats()[0]
+
+    @property
+    def nbytes_stored(self) -> int:
+        """Bytes of all stored chunks and shards."""
+        return self._stats()[1]
+
+    @property
+    def info(self) -> SparseInfo:
+        nnz, stored = self._stats()
+        codec = next(c for c in _all_codecs(self.array.metadata.codecs) if isinstance(c, SparseCodec))
+        return SparseInfo(self.shape, self.dtype, self.chunks, self.shards, self.fill_value, nnz, stored, codec.to_dict())
+
+    def __repr__(self) -> str:
+        return f"<sparsezarr.SparseArray shape={self.shape} dtype={self.dtype} chunks={self.chunks} shards={self.shards} store={self._store}>"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> pydata_sparse.COO:
+        import sparse
+
+        region, dropped = _normalize_key(key, self.shape)
+        coords, values, _, nnz = self._read(region, csr=False)
+        out_shape = tuple(_region_len(r) for r in region)
+        coords = coords.reshape(len(region), nnz)
+        keep = [d for d in range(len(region)) if d not in dropped]
+        coords = coords[keep] if dropped else coords
+        shape = tuple(out_shape[d] for d in keep)
+        return sparse.COO(coords, values.view(self.dtype), shape=shape, has_duplicates=False, sorted=True, fill_value=self._fill_scalar())
+
+    def to_scipy(self, key: Any = None, *, format: str = "csr", matrix: bool = False) -> sp.sparray | sp.spmatrix:
+        """A 2-d region as a scipy.sparse ``csr_array`` / ``csc_array`` (``*_matrix`` with ``matrix=True``)."""
+        if format not in ("csr", "csc"):
+            raise ValueError(f"format must be 'csr' or 'csc', not {format!r}")
+        if self._fill_scalar() != 0:
+            raise ValueError("scipy.sparse represents a fill value of 0 only; this array's fill value is " + repr(self.fill_value))
+        region, dropped = _normalize_key(slice(None) if key is None else key, self.shape)
+        if self.ndim != 2 or dropped:
+            raise ValueError("to_scipy needs a 2-dimensional region (integers drop dimensions; use slices)")
+        coords, values, indptr, nnz = self._read(region, csr=True)
+        shape = tuple(_region_len(r) for r in region)
+        m = sp.csr_array((values.view(self.dtype), coords, indptr), shape=shape)
+        if format == "csc":
+            m = m.tocsc()
+        return (sp.csr_matrix(m) if format == "csr" else sp.csc_matrix(m)) if matrix else m
+
+    def todense(self) -> np.ndarray:
+        """The whole array as a dense numpy array (only for arrays that fit in memory)."""
+        return self[...].todense()
+
+    def _fill_scalar(self) -> Any:
+        return np.asarray(self.fill_value, dtype=self.dtype)[()]
+
+    def _read(self, region: list[Any], csr: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        if self._local is not None:
+            return self._engine.read_local(self._local, region, csr)
+        keys = self._engine.keys_for_read(region)
+        return self._engine.read_values(self._fetch(keys), region, csr)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        start, shape, dropped = _normalize_box(key, self.shape)
+        kind, payload = _entries(value, [n for d, n in enumerate(shape) if d not in dropped], self.dtype, self._fill_scalar())
+        if kind == "compressed":
+            axis, indptr, indices, values = payload
+            if dropped:
+                raise ValueError("assign a compressed (CSR/CSC) value to a 2-dimensional box")
+            self._write(start, shape, values, compressed=(axis, indptr, indices))
+            return
+        coords, values = payload
+        if dropped:
+            full = []
+            it = iter(coords)
+            for d in range(len(shape)):
+                full.append(np.zeros(len(values), dtype=np.int64) if d in dropped else next(it))
+            coords = full
+        self._write(start, shape, values, coords=list(coords))
+
+    def _write(self, start: list[int], shape: list[int], values: np.ndarray, **entries: Any) -> None:
+        values = np.ascontiguousarray(values)
+        if self._store.read_only:
+            raise ValueError("store was opened in read-only mode and does not support writing")
+        if self._local is not None:
+            self._engine.write_local(self._local, start, shape, values, **entries)
+            return
+        keys = self._engine.keys_for_write(start, shape)
+        existing = self._fetch(keys)
+        updates = self._engine.write_values(existing, start, shape, values, **entries)
+        self._apply(updates)
+
+    # -- generic stores ---------------------------------------------------------------------
+
+    def _fetch(self, keys: list[str]) -> dict[str, Any]:
+        store = self._store
+        if type(store) is MemoryStore and type(store._store_dict) is dict:
+            d = store._store_dict
+            return {k: (d[k].as_numpy_array() if k in d else None) for k in keys}
+        proto = zarr.core.buffer.default_buffer_prototype()
+
+        async def get_all() -> list[Any]:
+            return await asyncio.gather(*(store.get(k, prototype=proto) for k in keys))
+
+        values = zarr.core.sync.sync(get_all())
+        return {k: (None if v is None else v.as_numpy_array()) for k, v in zip(keys, values, strict=True)}
+
+    def _apply(self, updates: list[tuple[str, Any]]) -> None:
+        store = self._store
+        proto = zarr.core.buffer.default_buffer_prototype()
+
+        async def apply_all() -> None:
+            await asyncio.gather(*(store.delete(k) if v is None else store.set(k, proto.buffer.from_array_like(v)) for k, v in updates))
+
+        zarr.core.sync.sync(apply_all())
+
+    def _stats(self) -> tuple[int, int]:
+        if self._local is not None:
+            return self._engine.stats_local(self._local)
+        return self._engine.stats_values(self._fetch(self._engine.all_keys()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys and values
+# ---------------------------------------------------------------------------------------------
+
+
+def _all_codecs(codecs: Any) -> list[Any]:
+    out = []
+    for c in codecs:
+        out.append(c)
+        out.extend(_all_codecs(getattr(c, "codecs", ())))
+    return out
+
+
+def _codec_names(codecs: Any) -> list[str]:
+    names = []
+    for c in _all_codecs(codecs):
+        try:
+            names.append(c.to_dict()["name"])
+        except Exception:  # noqa: BLE001 - only used for messages and detection
+            names.append(type(c).__name__)
+    return names
+
+
+def _region_len(item: Any) -> int:
+    return int(item[2]) if isinstance(item, tuple) else len(item)
+
+
+def _expand(key: Any, ndim: int) -> tuple[Any, ...]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is None for k in key):
+        raise IndexError("sparse arrays do not support adding axes (None / np.newaxis)")
+    n_ell = sum(1 for k in key if k is Ellipsis)
+    if n_ell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if n_ell:
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1 :]
+    if len(key) > ndim:
+        raise IndexError(f"too many indices: the array is {ndim}-dimensional, {len(key)} were indexed")
+    return key + (slice(None),) * (ndim - len(key))
+
+
+def _normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[list[Any], set[int]]:
+    """Per-dimension region items for the engine and the dimensions dropped by integers."""
+    key = _expand(key, len(shape))
+    region: list[Any] = []
+    dropped: set[int] = set()
+    for d, (k, n) in enumerate(zip(key, shape, strict=True)):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step > 0:
+                region.append((start, step, max(0, -(-(stop - start) // step))))
+            else:
+                region.append(np.arange(start, stop, step, dtype=np.int64))
+        elif isinstance(k, int | np.integer):
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for dimension {d} of length {n}")
+            region.append((i % n, 1, 1))
+            dropped.add(d)
+        else:
+            arr = np.asarray(k)
+            if arr.dtype == bool:
+                if arr.shape != (n,):
+                    raise IndexError(f"boolean index of shape {arr.shape} does not match dimension {d} of length {n}")
+                arr = np.flatnonzero(arr)
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise IndexError(f"index for dimension {d} must be an integer, a slice or a 1-d array of integers or booleans")
+            arr = arr.astype(np.int64)
+            if arr.size and (arr.min() < -n or arr.max() >= n):
+                raise IndexError(f"index out of bounds for dimension {d} of length {n}")
+            region.append(np.ascontiguousarray(np.where(arr < 0, arr + n, arr)))
+    return region, dropped
+
+
+def _normalize_box(key: Any, shape: tuple[int, ...]) -> tuple[list[int], list[int], set[int]]:
+    """Start and shape of the written box, and the dimensions given by integers."""
+    key = _expand(key, len(shape))
+    start, size, dropped = [], [], set()
+    for d, (k, n) in enumerate(zip(key, shape, strict=True)):
+        if isinstance(k, slice):
+            a, b, step = k.indices(n)
+            if step != 1:
+                raise IndexError("writes take a box: slices with step 1 (and integers)")
+            start.append(a)
+            size.append(max(0, b - a))
+        elif isinstance(k, int | np.integer):
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for dimension {d} of length {n}")
+            start.append(i % n)
+            size.append(1)
+            dropped.add(d)
+        else:
+            raise IndexError("writes take a box: slices with step 1 (and integers), not integer or boolean arrays")
+    return start, size, dropped
+
+
+def _cast_values(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype != dtype:
+        if not np.can_cast(values.dtype, dtype, casting="same_kind"):
+            raise TypeError(f"cannot store values of type {values.dtype} in a sparse array of type {dtype}")
+        values = values.astype(dtype)
+    return np.ascontiguousarray(values)
+
+
+def _index_array(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype not in (np.int32, np.int64):
+        a = a.astype(np.int64)
+    return np.ascontiguousarray(a)
+
+
+def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any) -> tuple[str, Any]:
+    """Entries of a written value: ("coo", (coords, values)) or ("compressed", (axis, indptr, indices, values))."""
+    shape_t = tuple(shape)
+    if sp.issparse(value):
+        if tuple(value.shape) != shape_t:
+            raise ValueError(f"value of shape {tuple(value.shape)} does not match the selection of shape {shape_t}")
+        if value.format in ("csr", "csc"):
+            return "compressed", (0 if value.format == "csr" else 1, _index_array(value.indptr), _index_array(value.indices), _cast_values(value.data, dtype))
+        coo = value.tocoo()
+        return "coo", ([_index_array(coo.row), _index_array(coo.col)], _cast_values(coo.data, dtype))
+    try:
+        import sparse as pydata_sparse
+    except ImportError:  # pragma: no cover - sparse is a dependency
+        pydata_sparse = None
+    if pydata_sparse is not None and isinstance(value, pydata_sparse.SparseArray):
+        if tuple(value.shape) != shape_t:
+            raise ValueError(f"value of shape {tuple(value.shape)} does not match the selection of shape {shape_t}")
+        if value.fill_value != fill and not (np.isnan(fill) if isinstance(fill, float) else False):
+            raise ValueError(f"value's fill value {value.fill_value!r} differs from the array's {fill!r}")
+        coo = value if isinstance(value, pydata_sparse.COO) else value.asformat("coo")
+        return "coo", ([_index_array(c) for c in coo.coords], _cast_values(coo.data, dtype))
+    dense = np.asarray(value)
+    if dense.shape != shape_t:
+        try:
+            dense = np.broadcast_to(dense, shape_t)
+        except ValueError as e:
+            raise ValueError(f"value of shape {dense.shape} does not match the selection of shape {shape_t}") from e
+    dense = _cast_values(dense, dtype) if dense.dtype != dtype else dense
+    mask = dense != np.asarray(fill, dtype=dtype)
+    coords = np.nonzero(mask)
+    return "coo", ([_index_array(c) for c in coords], _cast_values(dense[mask], dtype))
+

@@ -351,11 +351,9 @@ class SparseArray:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         start, shape, dropped = _normalize_box(key, self.shape)
-        kind, payload = _entries(value, [n for d, n in enumerate(shape) if d not in dropped], self.dtype, self._fill_scalar())
+        kind, payload = _entries(value, [n for d, n in enumerate(shape) if d not in dropped], self.dtype, self._fill_scalar(), compressed_ok=not dropped)
         if kind == "compressed":
             axis, indptr, indices, values = payload
-            if dropped:
-                raise ValueError("assign a compressed (CSR/CSC) value to a 2-dimensional box")
             self._write(start, shape, values, compressed=(axis, indptr, indices))
             return
         coords, values = payload
@@ -524,13 +522,13 @@ def _index_array(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any) -> tuple[str, Any]:
+def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any, compressed_ok: bool = True) -> tuple[str, Any]:
     """Entries of a written value: ("coo", (coords, values)) or ("compressed", (axis, indptr, indices, values))."""
     shape_t = tuple(shape)
     if sp.issparse(value):
         if tuple(value.shape) != shape_t:
             raise ValueError(f"value of shape {tuple(value.shape)} does not match the selection of shape {shape_t}")
-        if value.format in ("csr", "csc"):
+        if value.format in ("csr", "csc") and compressed_ok:
             return "compressed", (0 if value.format == "csr" else 1, _index_array(value.indptr), _index_array(value.indices), _cast_values(value.data, dtype))
         coo = value.tocoo()
         return "coo", ([_index_array(coo.row), _index_array(coo.col)], _cast_values(coo.data, dtype))
@@ -538,6 +536,8 @@ def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any) -> t
         import sparse as pydata_sparse
     except ImportError:  # pragma: no cover - sparse is a dependency
         pydata_sparse = None
+    if pydata_sparse is not None and isinstance(value, pydata_sparse.SparseArray) and value.ndim == 0:
+        value = value.todense()
     if pydata_sparse is not None and isinstance(value, pydata_sparse.SparseArray):
         if tuple(value.shape) != shape_t:
             raise ValueError(f"value of shape {tuple(value.shape)} does not match the selection of shape {shape_t}")
@@ -553,6 +553,8 @@ def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any) -> t
             raise ValueError(f"value of shape {dense.shape} does not match the selection of shape {shape_t}") from e
     dense = _cast_values(dense, dtype) if dense.dtype != dtype else dense
     mask = dense != np.asarray(fill, dtype=dtype)
+    if dense.ndim == 0:  # one element (every dimension given by an integer)
+        return "coo", ([], _cast_values(dense.reshape(1)[mask.reshape(1)], dtype))
     coords = np.nonzero(mask)
     return "coo", ([_index_array(c) for c in coords], _cast_values(dense[mask], dtype))
 

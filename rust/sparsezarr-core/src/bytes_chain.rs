@@ -136,6 +136,28 @@ impl BytesChain {
         f(&bytes)
     }
 
+    /// Decode into `out`, reusing its allocation. When the last decoding step is `zstd` with a
+    /// known frame size, it decompresses straight into `out`.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] (without a key) for corrupt input, including a decoded size other
+    /// than `expected` for a final `zstd` step.
+    pub fn decode_into(&self, encoded: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<()> {
+        let mut bytes: Cow<'_, [u8]> = Cow::Borrowed(encoded);
+        let mut stages = self.stages.iter().rev().peekable();
+        while let Some(stage) = stages.next() {
+            if stages.peek().is_none()
+                && let Stage::Zstd { .. } = stage
+            {
+                return zstd_decode_vec(&bytes, expected, out);
+            }
+            bytes = self.decode_stage(stage, bytes)?;
+        }
+        out.clear();
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
     fn decode_stage<'a>(&self, stage: &Stage, bytes: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>> {
         match stage {
             Stage::Zstd { .. } => zstd_decode(&bytes).map(Cow::Owned),
@@ -245,6 +267,37 @@ fn zstd_decode_into(src: &[u8], dst: &mut [u8]) -> Result<()> {
     match r {
         Ok(got) if got == dst.len() => Ok(()),
         Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {}", dst.len()))),
+        Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
+    }
+}
+
+/// Decompress a zstd frame of `expected` decoded bytes into `out` (reusing its allocation, without
+/// initialising it first).
+fn zstd_decode_vec(src: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<()> {
+    use zstd::zstd_safe;
+    match zstd_safe::get_frame_content_size(src) {
+        Ok(Some(n)) if n as usize == expected => {}
+        Ok(Some(n)) => return Err(codec_err(format!("zstd: frame holds {n} bytes, expected {expected}"))),
+        Ok(None) => {
+            let v = zstd_decode(src)?;
+            if v.len() != expected {
+                return Err(codec_err(format!("zstd: decoded {} bytes, expected {expected}", v.len())));
+            }
+            *out = v;
+            return Ok(());
+        }
+        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
+    }
+    out.clear();
+    out.reserve(expected);
+    let r = ZSTD_D.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
+        ctx.decompress(out, src)
+    });
+    match r {
+        Ok(got) if got == expected => Ok(()),
+        Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {expected}"))),
         Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
     }
 }

@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use sparsezarr_core::codec::EngineOptions;
 use sparsezarr_core::engine::Concurrency;
 use sparsezarr_core::selection::DimSel;
+use sparsezarr_core::sparse::array::IndexVec;
 use sparsezarr_core::sparse::{Duplicates, Indices, ReadFormat, SparseArray, SparseInput, SparseResult};
 use sparsezarr_core::store::{ChunkStore, SnapshotStore};
 
@@ -76,14 +77,21 @@ fn raw_bytes<'a>(arr: &'a Bound<'_, PyUntypedArray>) -> PyResult<&'a [u8]> {
     Ok(unsafe { std::slice::from_raw_parts((*ptr).data.cast::<u8>().cast_const(), n) })
 }
 
+fn index_array(py: Python<'_>, v: IndexVec) -> Py<PyAny> {
+    match v {
+        IndexVec::I32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
+        IndexVec::I64(v) => PyArray1::from_vec(py, v).into_any().unbind(),
+    }
+}
+
 fn result_to_py<'py>(py: Python<'py>, r: SparseResult) -> PyResult<Bound<'py, PyTuple>> {
-    let coords = PyArray1::from_vec(py, r.coords);
+    let coords = index_array(py, r.coords);
     let values = PyArray1::from_vec(py, r.values);
     let offsets: Py<PyAny> = match r.row_offsets {
-        Some(o) => PyArray1::from_vec(py, o).into_any().unbind(),
+        Some(o) => index_array(py, o),
         None => py.None(),
     };
-    PyTuple::new(py, [coords.into_any().unbind(), values.into_any().unbind(), offsets, r.nnz.into_pyobject(py)?.into_any().unbind()])
+    PyTuple::new(py, [coords, values.into_any().unbind(), offsets, r.nnz.into_pyobject(py)?.into_any().unbind()])
 }
 
 fn dict_snapshot(values: &Bound<'_, PyDict>, read_only: bool) -> PyResult<SnapshotStore> {

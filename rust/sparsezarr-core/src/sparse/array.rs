@@ -13,11 +13,12 @@ use rayon::prelude::*;
 use zarrs::array::{ArrayMetadata, DataType};
 use zarrs::metadata::v3::MetadataV3;
 
-use super::chunk::{ElemType, SparseChunk, SparseChunkCodec, SparseCodecConfig, CODEC_NAME, HEADER_LEN};
+use super::chunk::{CODEC_NAME, ElemType, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
+use crate::with_width;
 use crate::codec::{EngineOptions, Encoded};
 use crate::engine::Concurrency;
 use crate::error::{Error, Result};
-use crate::runtime::{in_pool, run_in_pool, try_for_each_owned, try_map};
+use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map};
 use crate::selection::DimSel;
 use crate::sharding::{IndexCache, ShardLayout};
 use crate::store::ChunkStore;
@@ -102,6 +103,47 @@ pub enum ReadFormat {
     Csr,
 }
 
+/// Integer arrays of a result: 32-bit where every value fits (as scipy prefers), 64-bit otherwise.
+#[derive(Debug, Clone)]
+pub enum IndexVec {
+    /// 32-bit values.
+    I32(Vec<i32>),
+    /// 64-bit values.
+    I64(Vec<i64>),
+}
+
+impl Default for IndexVec {
+    fn default() -> Self {
+        Self::I64(Vec::new())
+    }
+}
+
+impl IndexVec {
+    /// Value `i` (for tests and small uses).
+    #[must_use]
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            Self::I32(v) => i64::from(v[i]),
+            Self::I64(v) => v[i],
+        }
+    }
+
+    /// Number of values.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::I32(v) => v.len(),
+            Self::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The result of a read: entries of the region, canonical (C order, no duplicates).
 #[derive(Debug, Clone, Default)]
 pub struct SparseResult {
@@ -111,12 +153,12 @@ pub struct SparseResult {
     pub nnz: usize,
     /// Coordinates in the region, planar: `coords[d * nnz + k]` (for [`ReadFormat::Csr`] only the
     /// last dimension's).
-    pub coords: Vec<i64>,
+    pub coords: IndexVec,
     /// Values, native byte order.
     pub values: Vec<u8>,
     /// For 2-d results: start of each row in the entry list (`shape[0] + 1` values), the CSR
     /// `indptr`.
-    pub row_offsets: Option<Vec<i64>>,
+    pub row_offsets: Option<IndexVec>,
     /// The coordinate format of `coords`.
     pub format: ReadFormat,
 }
@@ -355,6 +397,9 @@ impl SparseArray {
         }
         let maps: Vec<DimMap> = region.iter().map(DimMap::new).collect();
         let monotone = maps.iter().all(DimMap::monotone);
+        if monotone && self.ndim() == 2 {
+            return self.read_2d(store, region, format, cache);
+        }
         // Stored values (outer chunks) touched, then the sparse chunks within each.
         let per_dim: Vec<Vec<u64>> = region.iter().zip(&self.outer).map(|(s, &c)| touched(s, c)).collect();
         let outers = grid_iter(&per_dim);
@@ -474,6 +519,215 @@ impl SparseArray {
             e.sort(es);
         }
         e
+    }
+
+    /// 2-d regions with monotone selections (slices with positive steps, sorted unique index
+    /// arrays), the common case of cell x gene matrices. The encoded bytes of every touched chunk
+    /// are fetched first (their headers bound the output size); then, band of chunk rows after
+    /// band, the band's chunks are decoded in parallel into reused buffers, their entries counted
+    /// per output row (and validated), and placed straight into the output (CSR or COO), in
+    /// parallel over row ranges. Indices are 32-bit when they fit.
+    fn read_2d(&self, store: &dyn ChunkStore, region: &[DimSel], format: ReadFormat, cache: Option<&IndexCache>) -> Result<SparseResult> {
+        let out_shape = vec![region[0].len(), region[1].len()];
+        let maps = [Map1::new(&region[0]), Map1::new(&region[1])];
+        let (ir, ic) = (self.inner[0], self.inner[1]);
+        let threads = self.concurrency.threads;
+        let es = self.elem().size();
+        // 1. Encoded bytes of every touched chunk.
+        let per_dim: Vec<Vec<u64>> = region.iter().zip(&self.outer).map(|(s, &c)| touched(s, c)).collect();
+        let outers = grid_iter(&per_dim);
+        let inner_per_dim: Vec<Vec<u64>> = region.iter().zip(&self.inner).map(|(s, &c)| touched(s, c)).collect();
+        let mut encoded: Vec<Encoded2d> = run_in_pool(threads, || {
+            let parts = try_map(&outers, |og| self.fetch_encoded(store, og, &inner_per_dim, cache))?;
+            Ok(parts.into_iter().flatten().collect())
+        })?;
+        encoded.sort_unstable_by_key(|c| (c.gr, c.gc));
+        let mut upper = 0u64;
+        for c in &encoded {
+            upper += self.codec.declared_nnz(c.bytes()).map_err(|e| e.with_key(&c.key))?;
+        }
+        // 2. Bands of chunks sharing a row of chunks.
+        let mut bands: Vec<Band> = Vec::new();
+        let mut i = 0;
+        while i < encoded.len() {
+            let j = i + encoded[i..].iter().take_while(|c| c.gr == encoded[i].gr).count();
+            let gr = encoded[i].gr;
+            let (lo, hi) = maps[0].out_range(gr * ir, ((gr + 1) * ir).min(self.shape[0]));
+            bands.push(Band { first: i, end: j, row_lo: lo, row_hi: hi });
+            i = j;
+        }
+        // 3. Outputs, sized by the headers (pages are only touched as entries are placed).
+        let csr = format == ReadFormat::Csr;
+        let per_entry = if csr { 1 } else { 2 };
+        let wide = !(upper <= i32::MAX as u64 && out_shape.iter().all(|&n| n <= i32::MAX as u64));
+        #[allow(clippy::cast_possible_truncation)]
+        let upper = upper as usize;
+        let mut values: Vec<u8> = Vec::with_capacity(upper * es);
+        let mut coords32: Vec<i32> = Vec::with_capacity(if wide { 0 } else { upper * per_entry });
+        let mut coords64: Vec<i64> = Vec::with_capacity(if wide { upper * per_entry } else { 0 });
+        #[allow(clippy::cast_possible_truncation)]
+        let n_rows = out_shape[0] as usize;
+        let mut row_counts = vec![0u64; n_rows];
+        let out = Out {
+            coords: if wide { coords64.as_mut_ptr() as usize } else { coords32.as_mut_ptr() as usize },
+            values: values.as_mut_ptr() as usize,
+            wide,
+            stride: upper,
+            csr,
+            es,
+        };
+        let mut pool: Vec<RawChunk> = Vec::new();
+        let mut total = 0u64;
+        let inner = [ir, ic];
+        for b in &bands {
+            let members = &encoded[b.first..b.end];
+            if pool.len() < members.len() {
+                pool.resize_with(members.len(), RawChunk::default);
+            }
+            let slots = &mut pool[..members.len()];
+            #[allow(clippy::cast_possible_truncation)]
+            let band_rows = (b.row_hi - b.row_lo) as usize;
+            let counts: Vec<Vec<u32>> = run_in_pool(threads, || {
+                slots
+                    .par_iter_mut()
+                    .zip(members.par_iter())
+                    .map(|(raw, c)| {
+                        self.codec.decode_raw_into(c.bytes(), raw, false).map_err(|e| e.with_key(&c.key))?;
+                        let rm = ChunkMap::new(&maps[0], c.gr * ir, ir);
+                        let cm = ChunkMap::new(&maps[1], c.gc * ic, ic);
+                        let mut counts = vec![0u32; band_rows];
+                        with_width!(raw.width, W, count_rows::<W>(raw, &rm, &cm, b.row_lo, &inner, &mut counts)).map_err(|e| e.with_key(&c.key))?;
+                        Ok(counts)
+                    })
+                    .collect()
+            })?;
+            // Start of every output row of the band.
+            let mut starts = Vec::with_capacity(band_rows + 1);
+            let mut acc = total;
+            for r in 0..band_rows {
+                starts.push(acc);
+                let n: u64 = counts.iter().map(|c| u64::from(c[r])).sum();
+                #[allow(clippy::cast_possible_truncation)]
+                {
+                    row_counts[b.row_lo as usize + r] = n;
+                }
+                acc += n;
+            }
+            starts.push(acc);
+            if acc as usize > upper {
+                return Err(Error::decode("", "sparse chunks hold more entries than their headers declare"));
+            }
+            total = acc;
+            // Place, in parallel over ranges of array rows (disjoint output rows).
+            let slots: &[RawChunk] = slots;
+            let (a0, a1) = (members[0].gr * ir, ((members[0].gr + 1) * ir).min(self.shape[0]));
+            let parts = (threads.max(crate::runtime::available_cores()) * 4) as u64;
+            let step = (a1 - a0).div_ceil(parts).max(1);
+            let ranges: Vec<(u64, u64)> = (a0..a1).step_by(usize::try_from(step).unwrap_or(usize::MAX)).map(|s| (s, (s + step).min(a1))).collect();
+            run_in_pool(threads, || {
+                try_for_each(&ranges, |&(ra, rb)| {
+                    let (olo, ohi) = maps[0].out_range(ra, rb);
+                    #[allow(clippy::cast_possible_truncation)]
+                    let mut cursor: Vec<u64> = starts[(olo - b.row_lo) as usize..(ohi - b.row_lo) as usize].to_vec();
+                    for (c, raw) in members.iter().zip(slots) {
+                        let rm = ChunkMap::new(&maps[0], c.gr * ir, ir);
+                        let cm = ChunkMap::new(&maps[1], c.gc * ic, ic);
+                        // SAFETY: the entries of rows `olo..ohi` go to the slots counted for those
+                        // rows, which no other range writes, all below `upper` (checked above).
+                        with_width!(raw.width, W, unsafe { place_rows::<W>(raw, &rm, &cm, ra - c.gr * ir, rb - c.gr * ir, olo, &mut cursor, &out) });
+                    }
+                    Ok(())
+                })
+            })?;
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let total_us = total as usize;
+        // SAFETY: exactly `total` entries were written at slots 0..total (the rows' counts sum to
+        // `total`); for COO the column plane starts at `upper` and is first moved down to `total`.
+        unsafe {
+            values.set_len(total_us * es);
+            if csr {
+                coords32.set_len(if wide { 0 } else { total_us });
+                coords64.set_len(if wide { total_us } else { 0 });
+            } else if wide {
+                std::ptr::copy(coords64.as_ptr().add(upper), coords64.as_mut_ptr().add(total_us), total_us);
+                coords64.set_len(2 * total_us);
+            } else {
+                std::ptr::copy(coords32.as_ptr().add(upper), coords32.as_mut_ptr().add(total_us), total_us);
+                coords32.set_len(2 * total_us);
+            }
+        }
+        let mut offsets = Vec::with_capacity(n_rows + 1);
+        let mut acc = 0u64;
+        offsets.push(0);
+        for n in &row_counts {
+            acc += n;
+            offsets.push(acc);
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+        let (coords, row_offsets) = if wide {
+            (IndexVec::I64(coords64), IndexVec::I64(offsets.iter().map(|&o| o as i64).collect()))
+        } else {
+            (IndexVec::I32(coords32), IndexVec::I32(offsets.iter().map(|&o| o as i32).collect()))
+        };
+        Ok(SparseResult { shape: out_shape, nnz: total_us, coords, values, row_offsets: Some(row_offsets), format })
+    }
+
+    /// Encoded bytes of the touched chunks of one stored value.
+    fn fetch_encoded(&self, store: &dyn ChunkStore, og: &[u64], inner_per_dim: &[Vec<u64>], cache: Option<&IndexCache>) -> Result<Vec<Encoded2d>> {
+        let key = self.keys.key(og);
+        let Some(value) = store.open(&key)? else {
+            return Ok(Vec::new());
+        };
+        let key: Arc<str> = Arc::from(key.as_str());
+        let Some(layout) = &self.layout else {
+            let buf = Arc::new(value.read_all()?.into_owned());
+            let len = buf.len();
+            return Ok(vec![Encoded2d { gr: og[0], gc: og[1], key, buf, start: 0, len }]);
+        };
+        let grid = layout.grid();
+        let ranges: Vec<Vec<u64>> = inner_per_dim
+            .iter()
+            .zip(og)
+            .zip(grid)
+            .map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect())
+            .collect();
+        let wanted: Vec<(usize, Vec<u64>)> = grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let grid_of = |local: &[u64]| (og[0] * grid[0] + local[0], og[1] * grid[1] + local[1]);
+        if wanted.len() * 2 > layout.n_inner() || value.fingerprint().is_none() {
+            // Most of the shard: read it once and keep the chunks as ranges of it.
+            let buf = Arc::new(value.read_all()?.into_owned());
+            let index = layout.index_from_bytes(&key, &buf)?;
+            #[allow(clippy::cast_possible_truncation)]
+            return Ok(wanted
+                .iter()
+                .filter_map(|(lin, local)| {
+                    ShardLayout::entry(&index, *lin).map(|(off, n)| {
+                        let (gr, gc) = grid_of(local);
+                        Encoded2d { gr, gc, key: key.clone(), buf: buf.clone(), start: off as usize, len: n as usize }
+                    })
+                })
+                .collect());
+        }
+        let index = layout.load_index(&*value, cache)?;
+        let out = std::sync::Mutex::new(Vec::with_capacity(wanted.len()));
+        layout.for_each_inner(
+            &*value,
+            None,
+            &index,
+            &wanted,
+            |local, bytes| {
+                let (gr, gc) = grid_of(local);
+                let entry = Encoded2d { gr, gc, key: key.clone(), buf: Arc::new(bytes.to_vec()), start: 0, len: bytes.len() };
+                out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(entry);
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(out.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     // --------------------------------------------------------------------------------------------
@@ -926,6 +1180,205 @@ impl LocalMap {
     }
 }
 
+
+// ------------------------------------------------------------------------------------------------
+// The 2-d fast path: monotone maps and placement
+// ------------------------------------------------------------------------------------------------
+
+struct Band {
+    first: usize,
+    end: usize,
+    row_lo: u64,
+    row_hi: u64,
+}
+
+/// A monotone selection along one dimension: array index -> output position.
+enum Map1 {
+    Range { start: u64, step: u64, len: u64 },
+    /// Sorted, unique indices.
+    List(Vec<u64>),
+}
+
+impl Map1 {
+    fn new(sel: &DimSel) -> Self {
+        match sel {
+            DimSel::Range { start, step, len } => Self::Range { start: *start, step: *step, len: *len },
+            DimSel::List(v) => Self::List(v.clone()),
+        }
+    }
+
+    /// Output positions of the array indices in `lo..hi` (a contiguous range, as the map is monotone).
+    fn out_range(&self, lo: u64, hi: u64) -> (u64, u64) {
+        match self {
+            Self::Range { start, step, len } => {
+                let first = if lo <= *start { 0 } else { (lo - start).div_ceil(*step) };
+                let end = if hi <= *start { 0 } else { (hi - start).div_ceil(*step) };
+                (first.min(*len), end.min(*len))
+            }
+            Self::List(v) => (v.partition_point(|&i| i < lo) as u64, v.partition_point(|&i| i < hi) as u64),
+        }
+    }
+}
+
+/// The map for the local indices `0..n` of one chunk.
+enum ChunkMap {
+    /// Output = local - `sub`, if `0 <= output < len`.
+    Offset { sub: i64, len: i64 },
+    /// Output per local index (`u64::MAX` = not selected).
+    Lut(Vec<u64>),
+}
+
+impl ChunkMap {
+    fn new(map: &Map1, origin: u64, n: u64) -> Self {
+        match map {
+            #[allow(clippy::cast_possible_wrap)]
+            Map1::Range { start, step: 1, len } => Self::Offset { sub: *start as i64 - origin as i64, len: *len as i64 },
+            Map1::Range { start, step, len } => Self::Lut(
+                (origin..origin + n)
+                    .map(|i| {
+                        if i < *start || (i - start) % step != 0 || (i - start) / step >= *len { u64::MAX } else { (i - start) / step }
+                    })
+                    .collect(),
+            ),
+            Map1::List(v) => {
+                let mut lut = vec![u64::MAX; usize::try_from(n).unwrap_or(0)];
+                let lo = v.partition_point(|&i| i < origin);
+                for (p, &i) in v.iter().enumerate().skip(lo) {
+                    if i >= origin + n {
+                        break;
+                    }
+                    #[allow(clippy::cast_possible_truncation)]
+                    {
+                        lut[(i - origin) as usize] = p as u64;
+                    }
+                }
+                Self::Lut(lut)
+            }
+        }
+    }
+
+    #[inline]
+    fn map(&self, local: u64) -> Option<u64> {
+        match self {
+            #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
+            Self::Offset { sub, len } => {
+                let v = local as i64 - sub;
+                (v >= 0 && v < *len).then_some(v as u64)
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            Self::Lut(l) => {
+                let v = l[local as usize];
+                (v != u64::MAX).then_some(v)
+            }
+        }
+    }
+}
+
+/// The encoded bytes of one sparse chunk of a 2-d array (a range of a shared buffer).
+struct Encoded2d {
+    gr: u64,
+    gc: u64,
+    key: Arc<str>,
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl Encoded2d {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Count the selected entries of a chunk per output row (relative to `row_lo`), checking bounds
+/// and strict C order on the way (the chunk was decoded without validation).
+fn count_rows<W: Width>(raw: &RawChunk, rm: &ChunkMap, cm: &ChunkMap, row_lo: u64, inner: &[u64; 2], counts: &mut [u32]) -> Result<()> {
+    let n = raw.nnz;
+    let mut prev: Option<(u64, u64)> = None;
+    for k in 0..n {
+        let (r, c) = (W::read(&raw.coords, k), W::read(&raw.coords, n + k));
+        if r >= inner[0] || c >= inner[1] || prev.is_some_and(|p| (r, c) <= p) {
+            return Err(Error::decode(
+                "",
+                if r >= inner[0] || c >= inner[1] { "sparse chunk: coordinate out of bounds" } else { "sparse chunk: entries are not in strictly increasing C order" },
+            ));
+        }
+        prev = Some((r, c));
+        if let (Some(or), Some(_)) = (rm.map(r), cm.map(c)) {
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                counts[(or - row_lo) as usize] += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Output buffers (addresses, so that closures are `Send`).
+struct Out {
+    coords: usize,
+    values: usize,
+    wide: bool,
+    /// Distance between the row and column planes of COO output.
+    stride: usize,
+    csr: bool,
+    es: usize,
+}
+
+/// Place the selected entries whose chunk-local row is in `ra..rb`.
+///
+/// # Safety
+/// `cursor[i]` must be a free output slot of output row `olo + i`, slots of different rows and of
+/// different callers must not overlap, and all must be below `out.stride`.
+unsafe fn place_rows<W: Width>(raw: &RawChunk, rm: &ChunkMap, cm: &ChunkMap, ra: u64, rb: u64, olo: u64, cursor: &mut [u64], out: &Out) {
+    let n = raw.nnz;
+    let first = partition_point(n, |k| W::read(&raw.coords, k) < ra);
+    let last = partition_point(n, |k| W::read(&raw.coords, k) < rb);
+    let es = out.es;
+    for k in first..last {
+        let (Some(r), Some(c)) = (rm.map(W::read(&raw.coords, k)), cm.map(W::read(&raw.coords, n + k))) else {
+            continue;
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = &mut cursor[(r - olo) as usize];
+        #[allow(clippy::cast_possible_truncation)]
+        let dst = *slot as usize;
+        *slot += 1;
+        // SAFETY: see the function's contract.
+        unsafe {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+            if out.wide {
+                let p = out.coords as *mut i64;
+                if out.csr {
+                    *p.add(dst) = c as i64;
+                } else {
+                    *p.add(dst) = r as i64;
+                    *p.add(out.stride + dst) = c as i64;
+                }
+            } else {
+                let p = out.coords as *mut i32;
+                if out.csr {
+                    *p.add(dst) = c as i32;
+                } else {
+                    *p.add(dst) = r as i32;
+                    *p.add(out.stride + dst) = c as i32;
+                }
+            }
+            std::ptr::copy_nonoverlapping(raw.values.as_ptr().add(k * es), (out.values as *mut u8).add(dst * es), es);
+        }
+    }
+}
+
+/// First index in `0..n` for which `pred` is false (`pred` true then false).
+fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) { lo = mid + 1 } else { hi = mid }
+    }
+    lo
+}
+
 // ------------------------------------------------------------------------------------------------
 // Entries of one chunk, and the final assembly
 // ------------------------------------------------------------------------------------------------
@@ -956,21 +1409,12 @@ impl ChunkEntries {
 }
 
 fn empty_result(shape: Vec<u64>, format: ReadFormat) -> SparseResult {
-    let row_offsets = (shape.len() == 2).then(|| vec![0i64; usize::try_from(shape[0]).unwrap_or(0) + 1]);
-    SparseResult { shape, nnz: 0, coords: Vec::new(), values: Vec::new(), row_offsets, format }
+    let row_offsets = (shape.len() == 2).then(|| IndexVec::I32(vec![0i32; usize::try_from(shape[0]).unwrap_or(0) + 1]));
+    SparseResult { shape, nnz: 0, coords: IndexVec::I32(Vec::new()), values: Vec::new(), row_offsets, format }
 }
 
 /// Most rows the counting assembly handles (beyond, it sorts).
 const MAX_ROWS: u64 = 1 << 27;
-
-/// Raw output buffers written from several threads at disjoint positions.
-struct OutBufs {
-    coords: *mut i64,
-    values: *mut u8,
-}
-// SAFETY: writers only touch disjoint positions (rows are disjoint between writers).
-unsafe impl Sync for OutBufs {}
-unsafe impl Send for OutBufs {}
 
 /// Put the entries of every chunk into one canonical list.
 fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone: bool, format: ReadFormat, threads: usize) -> Result<SparseResult> {
@@ -985,10 +1429,6 @@ fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone
     let mut coords = vec![0i64; nnz * coord_dims];
     let mut values = vec![0u8; nnz * es];
     let rows: u64 = shape[..ndim - 1].iter().product();
-    if monotone && ndim == 2 {
-        let row_offsets = assemble_2d(&mut results, &shape, es, csr, &mut coords, &mut values, threads)?;
-        return Ok(SparseResult { shape, nnz, coords, values, row_offsets: Some(row_offsets), format });
-    }
     let row_of = |r: &ChunkEntries, k: usize| -> u64 {
         let mut row = 0u64;
         for d in 0..ndim - 1 {
@@ -1023,9 +1463,9 @@ fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone
         }
         let row_offsets = (ndim == 2).then(|| {
             let rows: Vec<i64> = all.iter().map(|&(i, j)| i64::try_from(results[i].coords[0][j]).unwrap_or(i64::MAX)).collect();
-            row_offsets_from(&rows, shape[0])
+            IndexVec::I64(row_offsets_from(&rows, shape[0]))
         });
-        return Ok(SparseResult { shape, nnz, coords, values, row_offsets, format });
+        return Ok(SparseResult { shape, nnz, coords: IndexVec::I64(coords), values, row_offsets, format });
     }
     // Monotone selections, any rank: every chunk's entries are in output order and chunks that
     // share rows differ only in their last-dimension chunk. Count per row, then place runs.
@@ -1054,91 +1494,7 @@ fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone
             put(&mut coords, &mut values, dst, r, k);
         }
     }
-    Ok(SparseResult { shape, nnz, coords, values, row_offsets: None, format })
-}
-
-/// The 2-d monotone case, in parallel over bands of rows (chunks in the same band share rows;
-/// bands do not). Returns the row offsets (CSR `indptr`).
-fn assemble_2d(results: &mut [ChunkEntries], shape: &[u64], es: usize, csr: bool, coords: &mut [i64], values: &mut [u8], threads: usize) -> Result<Vec<i64>> {
-    let nnz = values.len() / es;
-    #[allow(clippy::cast_possible_truncation)]
-    let n_rows = shape[0] as usize;
-    results.sort_by_key(|r| (r.grid[0], r.grid[1]));
-    // Bands: runs of results with the same row-chunk; their output rows are one contiguous range.
-    let mut bands: Vec<(usize, usize, usize, usize)> = Vec::new(); // (first result, end, row_lo, row_hi)
-    let mut i = 0;
-    while i < results.len() {
-        let mut j = i;
-        let (mut lo, mut hi) = (u64::MAX, 0u64);
-        while j < results.len() && results[j].grid[0] == results[i].grid[0] {
-            let r = &results[j];
-            lo = lo.min(r.coords[0][0]);
-            hi = hi.max(r.coords[0][r.len() - 1] + 1);
-            j += 1;
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        bands.push((i, j, lo as usize, hi as usize));
-        i = j;
-    }
-    let results: &[ChunkEntries] = results;
-    let counts: Vec<Vec<u64>> = run_in_pool(threads, || {
-        Ok(bands
-            .par_iter()
-            .map(|&(a, b, lo, hi)| {
-                let mut c = vec![0u64; hi - lo];
-                for r in &results[a..b] {
-                    for &row in &r.coords[0] {
-                        #[allow(clippy::cast_possible_truncation)]
-                        {
-                            c[row as usize - lo] += 1;
-                        }
-                    }
-                }
-                c
-            })
-            .collect())
-    })?;
-    let mut offsets = vec![0u64; n_rows + 1];
-    for (&(_, _, lo, _), c) in bands.iter().zip(&counts) {
-        for (k, &n) in c.iter().enumerate() {
-            offsets[lo + k + 1] = n;
-        }
-    }
-    for r in 0..n_rows {
-        offsets[r + 1] += offsets[r];
-    }
-    let out = OutBufs { coords: coords.as_mut_ptr(), values: values.as_mut_ptr() };
-    let offsets_ref = &offsets;
-    run_in_pool(threads, || {
-        bands.par_iter().for_each(|&(a, b, lo, hi)| {
-            let out = &out;
-            let mut cursor: Vec<u64> = offsets_ref[lo..hi].to_vec();
-            for r in &results[a..b] {
-                for k in 0..r.len() {
-                    #[allow(clippy::cast_possible_truncation)]
-                    let slot = &mut cursor[r.coords[0][k] as usize - lo];
-                    #[allow(clippy::cast_possible_truncation)]
-                    let dst = *slot as usize;
-                    *slot += 1;
-                    // SAFETY: `dst` lies in this band's rows, which no other band writes, and is
-                    // below `nnz` (offsets sum the entries).
-                    unsafe {
-                        #[allow(clippy::cast_possible_wrap)]
-                        if csr {
-                            *out.coords.add(dst) = r.coords[1][k] as i64;
-                        } else {
-                            *out.coords.add(dst) = r.coords[0][k] as i64;
-                            *out.coords.add(nnz + dst) = r.coords[1][k] as i64;
-                        }
-                        std::ptr::copy_nonoverlapping(r.values.as_ptr().add(k * es), out.values.add(dst * es), es);
-                    }
-                }
-            }
-        });
-        Ok(())
-    })?;
-    #[allow(clippy::cast_possible_wrap)]
-    Ok(offsets.iter().map(|&o| o as i64).collect())
+    Ok(SparseResult { shape, nnz, coords: IndexVec::I64(coords), values, row_offsets: None, format })
 }
 
 fn row_offsets_from(rows: &[i64], n_rows: u64) -> Vec<i64> {
@@ -1379,7 +1735,7 @@ mod tests {
         for k in 0..r.nnz {
             let mut lin = 0u64;
             for d in 0..ndim {
-                lin = lin * r.shape[d] + r.coords[d * r.nnz + k] as u64;
+                lin = lin * r.shape[d] + r.coords.get(d * r.nnz + k) as u64;
             }
             out[lin as usize] = i32::from_ne_bytes(r.values[k * 4..k * 4 + 4].try_into().unwrap());
         }
@@ -1389,8 +1745,8 @@ mod tests {
     fn check_canonical(r: &SparseResult) {
         let ndim = r.shape.len();
         for k in 1..r.nnz {
-            let a: Vec<i64> = (0..ndim).map(|d| r.coords[d * r.nnz + k - 1]).collect();
-            let b: Vec<i64> = (0..ndim).map(|d| r.coords[d * r.nnz + k]).collect();
+            let a: Vec<i64> = (0..ndim).map(|d| r.coords.get(d * r.nnz + k - 1)).collect();
+            let b: Vec<i64> = (0..ndim).map(|d| r.coords.get(d * r.nnz + k)).collect();
             assert!(a < b, "not canonical at {k}: {a:?} {b:?}");
         }
     }
@@ -1436,8 +1792,8 @@ mod tests {
             assert_eq!(ro.len(), 10);
             for r in 0..9 {
                 let mut row = vec![0i32; 11];
-                for k in ro[r] as usize..ro[r + 1] as usize {
-                    row[csr.coords[k] as usize] = i32::from_ne_bytes(csr.values[k * 4..k * 4 + 4].try_into().unwrap());
+                for k in ro.get(r) as usize..ro.get(r + 1) as usize {
+                    row[csr.coords.get(k) as usize] = i32::from_ne_bytes(csr.values[k * 4..k * 4 + 4].try_into().unwrap());
                 }
                 assert_eq!(row, dense[(r + 2) * 17 + 3..(r + 2) * 17 + 14].to_vec());
             }

@@ -239,6 +239,100 @@ impl SparseChunk {
     }
 }
 
+/// A decoded chunk in its stored, compact form: coordinates of `width` bytes (planar, little
+/// endian), values in native order.
+#[derive(Debug, Clone, Default)]
+pub struct RawChunk {
+    /// Number of entries.
+    pub nnz: usize,
+    /// Bytes per coordinate.
+    pub width: usize,
+    /// Planar coordinates: coordinate `d * nnz + k`.
+    pub coords: Vec<u8>,
+    /// Values, `nnz` elements.
+    pub values: Vec<u8>,
+}
+
+impl RawChunk {
+    /// Coordinate number `i` of the planar buffer.
+    #[must_use]
+    #[inline]
+    pub fn coord_at(&self, i: usize) -> u64 {
+        match self.width {
+            1 => u64::from(self.coords[i]),
+            2 => u64::from(u16::from_le_bytes([self.coords[2 * i], self.coords[2 * i + 1]])),
+            4 => u64::from(u32::from_le_bytes(self.coords[4 * i..4 * i + 4].try_into().unwrap_or_default())),
+            _ => u64::from_le_bytes(self.coords[8 * i..8 * i + 8].try_into().unwrap_or_default()),
+        }
+    }
+}
+
+/// Reading coordinates of a fixed width (monomorphised hot loops).
+pub trait Width {
+    /// Coordinate `i` of a planar little-endian buffer.
+    fn read(buf: &[u8], i: usize) -> u64;
+}
+
+/// 1-byte coordinates.
+pub struct W1;
+/// 2-byte coordinates.
+pub struct W2;
+/// 4-byte coordinates.
+pub struct W4;
+/// 8-byte coordinates.
+pub struct W8;
+
+impl Width for W1 {
+    #[inline]
+    fn read(buf: &[u8], i: usize) -> u64 {
+        u64::from(buf[i])
+    }
+}
+impl Width for W2 {
+    #[inline]
+    fn read(buf: &[u8], i: usize) -> u64 {
+        u64::from(u16::from_le_bytes([buf[2 * i], buf[2 * i + 1]]))
+    }
+}
+impl Width for W4 {
+    #[inline]
+    fn read(buf: &[u8], i: usize) -> u64 {
+        u64::from(u32::from_le_bytes([buf[4 * i], buf[4 * i + 1], buf[4 * i + 2], buf[4 * i + 3]]))
+    }
+}
+impl Width for W8 {
+    #[inline]
+    fn read(buf: &[u8], i: usize) -> u64 {
+        u64::from_le_bytes(buf[8 * i..8 * i + 8].try_into().unwrap_or_default())
+    }
+}
+
+/// Evaluate `$e` with `$W` bound to the [`Width`] type of `$w` bytes.
+#[macro_export]
+macro_rules! with_width {
+    ($w:expr, $W:ident, $e:expr) => {
+        match $w {
+            1 => {
+                type $W = $crate::sparse::chunk::W1;
+                $e
+            }
+            2 => {
+                type $W = $crate::sparse::chunk::W2;
+                $e
+            }
+            4 => {
+                type $W = $crate::sparse::chunk::W4;
+                $e
+            }
+            _ => {
+                type $W = $crate::sparse::chunk::W8;
+                $e
+            }
+        }
+    };
+}
+pub use with_width;
+
 /// A sub-chain: `bytes` (endianness of the elements), then bytes-to-bytes codecs.
 #[derive(Debug)]
 struct SubChain {
@@ -275,12 +369,13 @@ impl SubChain {
         Ok(self.chain.encode(bytes)?.into_owned())
     }
 
-    fn decode<'a>(&self, encoded: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-        let mut bytes = self.chain.decode(Cow::Borrowed(encoded))?;
+    /// Decode into `out` (reusing its allocation); `expected` is the decoded size.
+    fn decode_into(&self, encoded: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<()> {
+        self.chain.decode_into(encoded, expected, out)?;
         if self.swap > 1 {
-            crate::strided::byteswap(bytes.to_mut(), self.swap);
+            crate::strided::byteswap(out, self.swap);
         }
-        Ok(bytes)
+        Ok(())
     }
 }
 
@@ -435,46 +530,80 @@ impl SparseChunkCodec {
         Ok((nnz, nc as usize, nv as usize))
     }
 
+    /// Decode and validate an encoded chunk into its compact form.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] (without a key) for corrupt or non-canonical chunks.
+    pub fn decode_raw(&self, bytes: &[u8]) -> Result<RawChunk> {
+        let mut raw = RawChunk::default();
+        self.decode_raw_into(bytes, &mut raw, true)?;
+        Ok(raw)
+    }
+
+    /// Decode into `raw`, reusing its buffers. With `validate` false, bounds and order are not
+    /// checked (the caller must check them, e.g. with [`check_entry`](Self::check_entry), before
+    /// trusting them).
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] (without a key) for corrupt chunks.
+    pub fn decode_raw_into(&self, bytes: &[u8], raw: &mut RawChunk, validate: bool) -> Result<()> {
+        let (nnz, nc, _) = self.parse_header(bytes)?;
+        #[allow(clippy::cast_possible_truncation)]
+        let nnz = nnz as usize;
+        let ndim = self.shape.len();
+        self.coords.decode_into(&bytes[HEADER_LEN..HEADER_LEN + nc], nnz * ndim * self.width, &mut raw.coords)?;
+        self.values.decode_into(&bytes[HEADER_LEN + nc..], nnz * self.elem.size(), &mut raw.values)?;
+        if raw.coords.len() != nnz * ndim * self.width {
+            return Err(corrupt(format!("coordinate buffer has {} bytes, expected {}", raw.coords.len(), nnz * ndim * self.width)));
+        }
+        if raw.values.len() != nnz * self.elem.size() {
+            return Err(corrupt(format!("value buffer has {} bytes, expected {}", raw.values.len(), nnz * self.elem.size())));
+        }
+        raw.nnz = nnz;
+        raw.width = self.width;
+        if validate {
+            with_width!(self.width, W, self.validate_raw::<W>(raw))?;
+        }
+        Ok(())
+    }
+
+    /// The number of entries declared by a chunk's header.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] if the header is invalid.
+    pub fn declared_nnz(&self, bytes: &[u8]) -> Result<u64> {
+        Ok(self.parse_header(bytes)?.0)
+    }
+
+    /// Chunk-local strides (C order) used for validation.
+    #[must_use]
+    pub fn strides(&self) -> &[u64] {
+        &self.strides
+    }
+
     /// Decode and validate an encoded chunk.
     ///
     /// # Errors
     /// Returns [`Error::Decode`] (without a key) for corrupt or non-canonical chunks.
     pub fn decode(&self, bytes: &[u8]) -> Result<SparseChunk> {
-        let (nnz, nc, _) = self.parse_header(bytes)?;
-        #[allow(clippy::cast_possible_truncation)]
-        let nnz = nnz as usize;
-        let ndim = self.shape.len();
-        let raw_coords = self.coords.decode(&bytes[HEADER_LEN..HEADER_LEN + nc])?;
-        let values = self.values.decode(&bytes[HEADER_LEN + nc..])?.into_owned();
-        if raw_coords.len() != nnz * ndim * self.width {
-            return Err(corrupt(format!("coordinate buffer has {} bytes, expected {}", raw_coords.len(), nnz * ndim * self.width)));
-        }
-        if values.len() != nnz * self.elem.size() {
-            return Err(corrupt(format!("value buffer has {} bytes, expected {}", values.len(), nnz * self.elem.size())));
-        }
-        let coords: Vec<u64> = match self.width {
-            1 => raw_coords.iter().map(|&b| u64::from(b)).collect(),
-            2 => raw_coords.chunks_exact(2).map(|c| u64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            4 => raw_coords.chunks_exact(4).map(|c| u64::from(u32::from_le_bytes(c.try_into().unwrap_or_default()))).collect(),
-            _ => raw_coords.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
-        };
-        let chunk = SparseChunk { nnz, coords, values };
-        self.validate(&chunk)?;
-        Ok(chunk)
+        let raw = self.decode_raw(bytes)?;
+        let coords: Vec<u64> = (0..raw.nnz * self.shape.len()).map(|i| raw.coord_at(i)).collect();
+        Ok(SparseChunk { nnz: raw.nnz, coords, values: raw.values })
     }
 
     /// Check bounds and strict C order.
-    fn validate(&self, chunk: &SparseChunk) -> Result<()> {
+    fn validate_raw<W: Width>(&self, raw: &RawChunk) -> Result<()> {
         let ndim = self.shape.len();
+        let nnz = raw.nnz;
         for d in 0..ndim {
             let n = self.shape[d];
-            if let Some(bad) = chunk.coords[d * chunk.nnz..(d + 1) * chunk.nnz].iter().find(|&&c| c >= n) {
+            if let Some(bad) = (d * nnz..(d + 1) * nnz).map(|i| W::read(&raw.coords, i)).find(|&c| c >= n) {
                 return Err(corrupt(format!("coordinate {bad} out of bounds for chunk dimension {d} of length {n}")));
             }
         }
         let mut prev: Option<u64> = None;
-        for k in 0..chunk.nnz {
-            let lin = self.linear((0..ndim).map(|d| chunk.coord(d, k)));
+        for k in 0..nnz {
+            let lin: u64 = (0..ndim).map(|d| W::read(&raw.coords, d * nnz + k) * self.strides[d]).sum();
             if prev.is_some_and(|p| lin <= p) {
                 return Err(corrupt("entries are not in strictly increasing C order (unsorted or duplicated)"));
             }

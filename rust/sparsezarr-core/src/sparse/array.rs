@@ -775,15 +775,20 @@ impl SparseArray {
         let last: Vec<u64> = start.iter().zip(shape).zip(&self.inner).map(|((&s, &n), &c)| (s + n - 1) / c).collect();
         let rgrid: Vec<u64> = first.iter().zip(&last).map(|(&f, &l)| l - f + 1).collect();
         let nbuckets = usize::try_from(rgrid.iter().product::<u64>()).map_err(|_| Error::InvalidArgument("box spans too many chunks".into()))?;
-        // 1. Bucket the input entries by chunk (parallel counting sort; stable).
-        let buckets = entries.bucket(start, &self.inner, &first, &rgrid, nbuckets)?;
-        // 2. Per chunk: canonical new entries (sorted, duplicates merged, fill dropped).
-        let bucket_ids: Vec<usize> = (0..nbuckets).collect();
-        let fresh: Vec<SparseChunk> = try_map(&bucket_ids, |&b| {
+        // 1. Where each chunk's new entries come from: row ranges of sorted CSR input directly, or
+        //    a stable counting sort of the entries by chunk. Chunks are built when encoded.
+        let source = match entries.sorted_csr() {
+            Some(csr) => Source::Csr(csr),
+            None => Source::Buckets(entries.bucket(start, &self.inner, &first, &rgrid, nbuckets)?),
+        };
+        let fresh = |b: usize| -> Result<SparseChunk> {
             let rc = unravel(b as u64, &rgrid);
             let origin: Vec<u64> = rc.iter().zip(&first).zip(&self.inner).map(|((&r, &f), &c)| (r + f) * c).collect();
-            self.canonical(entries, &buckets.perm[buckets.offsets[b]..buckets.offsets[b + 1]], start, &origin, duplicates)
-        })?;
+            match &source {
+                Source::Csr(csr) => Ok(self.csr_chunk(entries, csr, start, shape, &origin)),
+                Source::Buckets(buckets) => self.canonical(entries, &buckets.perm[buckets.offsets[b]..buckets.offsets[b + 1]], start, &origin, duplicates),
+            }
+        };
         // 3. Group chunks by stored value.
         let group = |rc: &[u64]| -> Vec<u64> {
             match &self.layout {
@@ -843,23 +848,21 @@ impl SparseArray {
         let items: Vec<(&(Vec<u64>, Vec<usize>), Prepared)> = outers.iter().zip(prepared).collect();
         try_for_each_owned(items, |((_, members), mut prep)| {
             let encode_chunk = |b: usize| -> Result<Option<Vec<u8>>> {
+                let new = fresh(b)?;
                 let merged = match prep.kept.get(&b) {
-                    Some(kept) => self.merge(kept, &fresh[b]),
-                    None => fresh[b].clone(),
+                    Some(kept) => self.merge(kept, &new),
+                    None => new,
                 };
                 if merged.nnz == 0 { Ok(None) } else { self.codec.encode(&merged).map(Some) }
             };
             let new: Option<Encoded> = match &self.layout {
                 None => encode_chunk(members[0])?.map(Encoded::single),
                 Some(l) => {
-                    let changes: Vec<(usize, Option<Vec<u8>>)> = members
-                        .iter()
-                        .map(|&b| {
-                            let rc = unravel(b as u64, &rgrid);
-                            let local: Vec<u64> = rc.iter().zip(&first).zip(l.grid()).map(|((&r, &f), &g)| (r + f) % g).collect();
-                            Ok((l.linear(&local), encode_chunk(b)?))
-                        })
-                        .collect::<Result<_>>()?;
+                    let changes: Vec<(usize, Option<Vec<u8>>)> = try_map(members, |&b| {
+                        let rc = unravel(b as u64, &rgrid);
+                        let local: Vec<u64> = rc.iter().zip(&first).zip(l.grid()).map(|((&r, &f), &g)| (r + f) % g).collect();
+                        Ok((l.linear(&local), encode_chunk(b)?))
+                    })?;
                     let old = prep.old.as_ref().and_then(|(bytes, idx)| idx.as_deref().map(|i| (bytes.as_slice(), i)));
                     l.rebuild(old, changes)?
                 }
@@ -870,6 +873,63 @@ impl SparseArray {
                 None => store.erase(&prep.key),
             }
         })
+    }
+
+    /// The canonical chunk at `origin` from sorted CSR input (rows `start[0]..`, columns relative
+    /// to `start[1]`): per row, the entries whose columns fall in the chunk are one contiguous
+    /// range, found by binary search, already in C order.
+    fn csr_chunk(&self, entries: &Entries<'_>, csr: &SortedCsr<'_>, start: &[u64], shape: &[u64], origin: &[u64]) -> SparseChunk {
+        let es = self.elem().size();
+        // Box-relative rows and columns covered by the chunk.
+        let r0 = origin[0].max(start[0]) - start[0];
+        let r1 = (origin[0] + self.inner[0]).min(start[0] + shape[0]) - start[0];
+        let c0 = origin[1].max(start[1]) - start[1];
+        let c1 = (origin[1] + self.inner[1]).min(start[1] + shape[1]) - start[1];
+        // Per row, the range of entries in the chunk's columns.
+        let ranges: Vec<(u64, usize, usize)> = (r0..r1)
+            .filter_map(|r| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let (a, b) = (csr.indptr.get(r as usize) as usize, csr.indptr.get(r as usize + 1) as usize);
+                if a == b {
+                    return None;
+                }
+                #[allow(clippy::cast_sign_loss)]
+                let lo = a + partition_point(b - a, |k| (csr.indices.get(a + k) as u64) < c0);
+                #[allow(clippy::cast_sign_loss)]
+                let hi = lo + partition_point(b - lo, |k| (csr.indices.get(lo + k) as u64) < c1);
+                (hi > lo).then_some((r, lo, hi))
+            })
+            .collect();
+        let nnz: usize = ranges.iter().map(|&(_, lo, hi)| hi - lo).sum();
+        let mut coords: Vec<u64> = Vec::with_capacity(2 * nnz);
+        let mut values: Vec<u8> = Vec::with_capacity(nnz * es);
+        for &(r, lo, hi) in &ranges {
+            coords.extend(std::iter::repeat_n(start[0] + r - origin[0], hi - lo));
+        }
+        let shift = start[1] - origin[1];
+        for &(_, lo, hi) in &ranges {
+            match csr.indices {
+                #[allow(clippy::cast_sign_loss)]
+                Indices::I32(v) => coords.extend(v[lo..hi].iter().map(|&c| c as u64 + shift)),
+                #[allow(clippy::cast_sign_loss)]
+                Indices::I64(v) => coords.extend(v[lo..hi].iter().map(|&c| c as u64 + shift)),
+            }
+            values.extend_from_slice(&entries.values[lo * es..hi * es]);
+        }
+        let chunk = SparseChunk { nnz, coords, values };
+        self.drop_fill(chunk)
+    }
+
+    /// Remove entries equal to the fill value (a scan that copies nothing when there are none).
+    fn drop_fill(&self, chunk: SparseChunk) -> SparseChunk {
+        let es = self.elem().size();
+        let elem = self.elem();
+        let fill = self.codec.fill();
+        if !chunk.values.chunks_exact(es).any(|v| elem.equals(v, fill)) {
+            return chunk;
+        }
+        let keep: Vec<usize> = (0..chunk.nnz).filter(|&k| !elem.equals(&chunk.values[k * es..(k + 1) * es], fill)).collect();
+        take(&chunk, &keep, self.ndim(), es)
     }
 
     /// Entries of `chunk` (at `origin`) outside the box.
@@ -1018,6 +1078,18 @@ impl SparseArray {
         let _ = self.codec.header_nnz(&fake)?;
         Ok(field(8))
     }
+}
+
+/// Where the new entries of each chunk come from.
+enum Source<'a> {
+    Csr(SortedCsr<'a>),
+    Buckets(Buckets),
+}
+
+/// CSR input whose column indices are strictly increasing in every row.
+struct SortedCsr<'a> {
+    indptr: Indices<'a>,
+    indices: Indices<'a>,
 }
 
 struct Prepared {
@@ -1521,12 +1593,15 @@ struct Entries<'a> {
     n: usize,
     ndim: usize,
     coo: Option<&'a [Indices<'a>]>,
-    /// For compressed input: the row (compressed index) of every entry, and which axis is compressed.
-    major: Vec<u32>,
-    major64: Vec<u64>,
+    /// For compressed input: the compressed index of every entry, built on first use.
+    major: std::sync::OnceLock<Vec<u64>>,
     minor: Option<Indices<'a>>,
+    indptr: Option<Indices<'a>>,
+    /// Which axis is compressed.
     axis: usize,
     values: &'a [u8],
+    /// Compressed row input (CSR) with strictly increasing indices in every row.
+    sorted: bool,
 }
 
 impl<'a> Entries<'a> {
@@ -1542,7 +1617,7 @@ impl<'a> Entries<'a> {
                 if values.len() != n * es || coords.iter().any(|c| c.len() != n) {
                     return Err(bad("coordinate and value arrays differ in length".into()));
                 }
-                let e = Self { n, ndim, coo: Some(coords), major: Vec::new(), major64: Vec::new(), minor: None, axis: 0, values };
+                let e = Self { n, ndim, coo: Some(coords), major: std::sync::OnceLock::new(), minor: None, indptr: None, axis: 0, values, sorted: false };
                 e.check(shape)?;
                 Ok(e)
             }
@@ -1561,31 +1636,28 @@ impl<'a> Entries<'a> {
                 if indptr.get(0) != 0 || indptr.get(n_major) != n as i64 {
                     return Err(bad(format!("indptr must start at 0 and end at nnz ({n})")));
                 }
-                let mut major64 = Vec::new();
-                let mut major = Vec::new();
-                let small = n_major <= u32::MAX as usize;
-                if small {
-                    major.reserve(n);
-                } else {
-                    major64.reserve(n);
-                }
+                let mut sorted = axis == 0;
+                let n_minor = shape[1 - axis];
                 for r in 0..n_major {
                     let (a, b) = (indptr.get(r), indptr.get(r + 1));
                     if b < a {
                         return Err(bad(format!("indptr is not monotone at {r} ({a} > {b})")));
                     }
-                    for _ in a..b {
-                        if small {
-                            #[allow(clippy::cast_possible_truncation)]
-                            major.push(r as u32);
-                        } else {
-                            major64.push(r as u64);
+                    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                    for k in a as usize..b as usize {
+                        let c = indices.get(k);
+                        #[allow(clippy::cast_possible_wrap)]
+                        if c < 0 || c >= n_minor as i64 {
+                            return Err(bad(format!(
+                                "entry {k} at index {c} of row/column {r} is outside the written region of shape {shape:?}"
+                            )));
+                        }
+                        if k > a as usize && indices.get(k - 1) >= c {
+                            sorted = false;
                         }
                     }
                 }
-                let e = Self { n, ndim, coo: None, major, major64, minor: Some(indices), axis, values };
-                e.check(shape)?;
-                Ok(e)
+                Ok(Self { n, ndim, coo: None, major: std::sync::OnceLock::new(), minor: Some(indices), indptr: Some(indptr), axis, values, sorted })
             }
         }
     }
@@ -1597,11 +1669,31 @@ impl<'a> Entries<'a> {
             None => {
                 #[allow(clippy::cast_possible_wrap)]
                 if d == self.axis {
-                    if self.major.is_empty() { self.major64[k] as i64 } else { i64::from(self.major[k]) }
+                    self.major()[k] as i64
                 } else {
                     self.minor.map_or(0, |m| m.get(k))
                 }
             }
+        }
+    }
+
+    fn major(&self) -> &[u64] {
+        self.major.get_or_init(|| {
+            let Some(indptr) = self.indptr else { return Vec::new() };
+            let mut major = Vec::with_capacity(self.n);
+            for r in 0..indptr.len().saturating_sub(1) {
+                #[allow(clippy::cast_sign_loss)]
+                major.extend(std::iter::repeat_n(r as u64, (indptr.get(r + 1) - indptr.get(r)) as usize));
+            }
+            major
+        })
+    }
+
+    /// The sorted-CSR view of the input, if it is CSR with sorted, unique indices per row.
+    fn sorted_csr(&self) -> Option<SortedCsr<'a>> {
+        match (self.sorted, self.indptr, self.minor) {
+            (true, Some(indptr), Some(indices)) => Some(SortedCsr { indptr, indices }),
+            _ => None,
         }
     }
 

@@ -135,6 +135,7 @@ impl ElemType {
 
     /// Whether the native-order element `e` equals `fill` (numerically for floats: -0.0 equals 0.0).
     #[must_use]
+    #[inline]
     pub fn equals(self, e: &[u8], fill: &[u8]) -> bool {
         let f32_eq = |a: &[u8], b: &[u8]| f32::from_ne_bytes(a.try_into().unwrap_or_default()) == f32::from_ne_bytes(b.try_into().unwrap_or_default());
         let f64_eq = |a: &[u8], b: &[u8]| f64::from_ne_bytes(a.try_into().unwrap_or_default()) == f64::from_ne_bytes(b.try_into().unwrap_or_default());

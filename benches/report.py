@@ -50,8 +50,12 @@ def run(suite: str, json_path: Path, extra: list[str]) -> None:
 def render(results: dict) -> str:
     rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
     order: list[str] = []
+    storage: list[dict] = []
     for b in results["benchmarks"]:
         info = b.get("extra_info", {})
+        if "stored_bytes" in info:
+            storage.append(info)
+            continue
         case, tool = info.get("case", b["name"]), info.get("pipeline", "?")
         if case not in rows:
             order.append(case)
@@ -65,7 +69,7 @@ def render(results: dict) -> str:
                 rows[name][tool] = (info[f"{direction}_secs"], int(info.get("bytes", 0)))
             continue
         rows[case][tool] = (b["stats"]["min"], int(info.get("bytes", 0)))
-    tools = [t for t in ("zarr", "zarrs", "anndata+zarr", "anndata+zarrs", "annbatch", "dense", "direct", OURS, "rust in memory") if any(t in r for r in rows.values())]
+    tools = [t for t in ("zarr", "zarrs", "anndata+zarr", "anndata+zarrs", "dense+zarrs", "annbatch", "direct", OURS, "rust in memory") if any(t in r for r in rows.values())]
     tools += sorted({t for r in rows.values() for t in r} - set(tools))
     others = [t for t in tools if t not in (OURS, "rust in memory")]
     head = "| case | " + " | ".join(tools) + " | " + " | ".join(f"{OURS} vs {t}" for t in others) + " |"
@@ -89,13 +93,22 @@ def render(results: dict) -> str:
         lines.append(f"| {case} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     bound_lines = []
     for case in order:
-        if "full " in case and OURS in rows[case]:
+        if "full " in case and "(" in case and OURS in rows[case]:
             prefix = case.split(": ")[0] + ": " if ": " in case else ""
             layout = case[case.index("(") :]
             direction = "encode" if "write" in case else "decode"
             bound = rows.get(f"{prefix}raw {direction} bound {layout}", {}).get("rust in memory")
             if bound:
                 bound_lines.append(f"- {case}: sparsezarr reaches **{bound[0] / rows[case][OURS][0]:.0%}** of the raw {direction} bound")
+    if storage:
+        ref = next((i["stored_bytes"] for i in storage if i["pipeline"].startswith("anndata")), None)
+        ops = list(storage[0].get("peaks", {}))
+        head2 = "| layout | stored | stored vs anndata CSR | " + " | ".join(f"peak memory: {op} (x sparse payload)" for op in ops) + " |"
+        lines += ["", head2, "|" + "---|" * (3 + len(ops))]
+        for i in storage:
+            ratio = f"{i['stored_bytes'] / ref:.2f}x" if ref else ""
+            peaks = " | ".join(f"{i['peaks'][op] / 1e6:.0f} MB ({i['peaks'][op] / max(1, i['payload'][op]):.1f}x)" for op in ops)
+            lines.append(f"| {i['pipeline']} | {i['stored_bytes'] / 1e6:.1f} MB | {ratio} | {peaks} |")
     machine = results.get("machine_info", {})
     footer = f"\nMachine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, {os.cpu_count()} cores, Python {platform.python_version()}."
     return "\n".join(lines) + ("\n\n" + "\n".join(bound_lines) if bound_lines else "") + footer

@@ -221,6 +221,15 @@ class SparseInfo:
         return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
 
 
+def _typed(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The value bytes from Rust as an array of ``dtype``, without a copy.
+
+    ``np.frombuffer`` over a memoryview (rather than ``values.view(dtype)``) gives an array whose
+    base is not the byte array: scipy copies arrays that are views of a much larger base.
+    """
+    return np.frombuffer(memoryview(values), dtype=dtype)
+
+
 class SparseArray:
     """A sparse array stored in Zarr.
 
@@ -316,7 +325,7 @@ class SparseArray:
         keep = [d for d in range(len(region)) if d not in dropped]
         coords = coords[keep] if dropped else coords
         shape = tuple(out_shape[d] for d in keep)
-        return sparse.COO(coords, values.view(self.dtype), shape=shape, has_duplicates=False, sorted=True, fill_value=self._fill_scalar())
+        return sparse.COO(coords, _typed(values, self.dtype), shape=shape, has_duplicates=False, sorted=True, fill_value=self._fill_scalar())
 
     def to_scipy(self, key: Any = None, *, format: str = "csr", matrix: bool = False) -> sp.sparray | sp.spmatrix:
         """A 2-d region as a scipy.sparse ``csr_array`` / ``csc_array`` (``*_matrix`` with ``matrix=True``)."""
@@ -329,7 +338,7 @@ class SparseArray:
             raise ValueError("to_scipy needs a 2-dimensional region (integers drop dimensions; use slices)")
         coords, values, indptr, nnz = self._read(region, csr=True)
         shape = tuple(_region_len(r) for r in region)
-        m = sp.csr_array((values.view(self.dtype), coords, indptr), shape=shape)
+        m = sp.csr_array((_typed(values, self.dtype), coords, indptr), shape=shape)
         if format == "csc":
             m = m.tocsc()
         return (sp.csr_matrix(m) if format == "csr" else sp.csc_matrix(m)) if matrix else m

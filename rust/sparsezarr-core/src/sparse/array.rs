@@ -576,28 +576,29 @@ impl SparseArray {
             csr,
             es,
         };
-        let mut pool: Vec<RawChunk> = Vec::new();
+        let mut pool: Vec<Slot> = Vec::new();
         let mut total = 0u64;
         let inner = [ir, ic];
         for b in &bands {
             let members = &encoded[b.first..b.end];
             if pool.len() < members.len() {
-                pool.resize_with(members.len(), RawChunk::default);
+                pool.resize_with(members.len(), Slot::default);
             }
             let slots = &mut pool[..members.len()];
             #[allow(clippy::cast_possible_truncation)]
             let band_rows = (b.row_hi - b.row_lo) as usize;
-            let counts: Vec<Vec<u32>> = run_in_pool(threads, || {
+            let counted: Vec<(Vec<u32>, ChunkMap, ChunkMap)> = run_in_pool(threads, || {
                 slots
                     .par_iter_mut()
                     .zip(members.par_iter())
-                    .map(|(raw, c)| {
-                        self.codec.decode_raw_into(c.bytes(), raw, false).map_err(|e| e.with_key(&c.key))?;
+                    .map(|(slot, c)| {
+                        self.codec.decode_raw_into(c.bytes(), &mut slot.raw, false).map_err(|e| e.with_key(&c.key))?;
+                        with_width!(slot.raw.width, W, scan_rows::<W>(slot, &inner)).map_err(|e| e.with_key(&c.key))?;
                         let rm = ChunkMap::new(&maps[0], c.gr * ir, ir);
                         let cm = ChunkMap::new(&maps[1], c.gc * ic, ic);
                         let mut counts = vec![0u32; band_rows];
-                        with_width!(raw.width, W, count_rows::<W>(raw, &rm, &cm, b.row_lo, &inner, &mut counts)).map_err(|e| e.with_key(&c.key))?;
-                        Ok(counts)
+                        with_width!(slot.raw.width, W, count_rows::<W>(slot, &rm, &cm, b.row_lo, ic, &mut counts));
+                        Ok((counts, rm, cm))
                     })
                     .collect()
             })?;
@@ -606,7 +607,7 @@ impl SparseArray {
             let mut acc = total;
             for r in 0..band_rows {
                 starts.push(acc);
-                let n: u64 = counts.iter().map(|c| u64::from(c[r])).sum();
+                let n: u64 = counted.iter().map(|c| u64::from(c.0[r])).sum();
                 #[allow(clippy::cast_possible_truncation)]
                 {
                     row_counts[b.row_lo as usize + r] = n;
@@ -619,7 +620,7 @@ impl SparseArray {
             }
             total = acc;
             // Place, in parallel over ranges of array rows (disjoint output rows).
-            let slots: &[RawChunk] = slots;
+            let slots: &[Slot] = slots;
             let (a0, a1) = (members[0].gr * ir, ((members[0].gr + 1) * ir).min(self.shape[0]));
             let parts = (threads.max(crate::runtime::available_cores()) * 4) as u64;
             let step = (a1 - a0).div_ceil(parts).max(1);
@@ -629,12 +630,10 @@ impl SparseArray {
                     let (olo, ohi) = maps[0].out_range(ra, rb);
                     #[allow(clippy::cast_possible_truncation)]
                     let mut cursor: Vec<u64> = starts[(olo - b.row_lo) as usize..(ohi - b.row_lo) as usize].to_vec();
-                    for (c, raw) in members.iter().zip(slots) {
-                        let rm = ChunkMap::new(&maps[0], c.gr * ir, ir);
-                        let cm = ChunkMap::new(&maps[1], c.gc * ic, ic);
+                    for ((c, slot), (_, rm, cm)) in members.iter().zip(slots).zip(&counted) {
                         // SAFETY: the entries of rows `olo..ohi` go to the slots counted for those
                         // rows, which no other range writes, all below `upper` (checked above).
-                        with_width!(raw.width, W, unsafe { place_rows::<W>(raw, &rm, &cm, ra - c.gr * ir, rb - c.gr * ir, olo, &mut cursor, &out) });
+                        with_width!(slot.raw.width, W, unsafe { place_rows::<W>(slot, rm, cm, ic, ra - c.gr * ir, rb - c.gr * ir, olo, &mut cursor, &out) });
                     }
                     Ok(())
                 })
@@ -1362,28 +1361,98 @@ impl Encoded2d {
     }
 }
 
-/// Count the selected entries of a chunk per output row (relative to `row_lo`), checking bounds
-/// and strict C order on the way (the chunk was decoded without validation).
-fn count_rows<W: Width>(raw: &RawChunk, rm: &ChunkMap, cm: &ChunkMap, row_lo: u64, inner: &[u64; 2], counts: &mut [u32]) -> Result<()> {
+/// A decoded chunk of a 2-d read and its row runs.
+#[derive(Default)]
+struct Slot {
+    raw: RawChunk,
+    /// `(chunk-local row, first entry)` of every non-empty row, in order; the entries of run `i`
+    /// end where run `i + 1` starts (the last run ends at `nnz`).
+    runs: Vec<(u64, usize)>,
+}
+
+impl Slot {
+    /// Entry range of run `i`.
+    #[inline]
+    fn run(&self, i: usize) -> (u64, usize, usize) {
+        let (r, s) = self.runs[i];
+        let e = self.runs.get(i + 1).map_or(self.raw.nnz, |x| x.1);
+        (r, s, e)
+    }
+}
+
+/// Check bounds and strict C order of a chunk's entries (it was decoded without validation) and
+/// record its row runs.
+fn scan_rows<W: Width>(slot: &mut Slot, inner: &[u64; 2]) -> Result<()> {
+    let raw = &slot.raw;
     let n = raw.nnz;
-    let mut prev: Option<(u64, u64)> = None;
-    for k in 0..n {
-        let (r, c) = (W::read(&raw.coords, k), W::read(&raw.coords, n + k));
-        if r >= inner[0] || c >= inner[1] || prev.is_some_and(|p| (r, c) <= p) {
-            return Err(Error::decode(
-                "",
-                if r >= inner[0] || c >= inner[1] { "sparse chunk: coordinate out of bounds" } else { "sparse chunk: entries are not in strictly increasing C order" },
-            ));
+    slot.runs.clear();
+    let (rows, cols) = raw.coords.split_at(n * W::BYTES);
+    // Entries as linear keys `r * inner[1] + c`: C order is strictly increasing keys.
+    let mut next_min = 0u64;
+    let mut current = u64::MAX;
+    for (k, (rb, cb)) in rows.chunks_exact(W::BYTES).zip(cols.chunks_exact(W::BYTES)).enumerate() {
+        let (r, c) = (W::read(rb, 0), W::read(cb, 0));
+        if r >= inner[0] || c >= inner[1] {
+            return Err(Error::decode("", "sparse chunk: coordinate out of bounds"));
         }
-        prev = Some((r, c));
-        if let (Some(or), Some(_)) = (rm.map(r), cm.map(c)) {
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                counts[(or - row_lo) as usize] += 1;
-            }
+        let key = r * inner[1] + c;
+        if key < next_min {
+            return Err(Error::decode("", "sparse chunk: entries are not in strictly increasing C order"));
+        }
+        next_min = key + 1;
+        if r != current {
+            slot.runs.push((r, k));
+            current = r;
         }
     }
     Ok(())
+}
+
+/// Columns selected by a chunk's column map, when they are one contiguous range of local columns.
+fn col_window(cm: &ChunkMap, ic: u64) -> Option<(u64, u64)> {
+    match cm {
+        #[allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+        ChunkMap::Offset { sub, len } => {
+            let lo = (*sub).max(0) as u64;
+            let hi = (sub + len).clamp(0, ic as i64) as u64;
+            Some((lo.min(hi), hi))
+        }
+        ChunkMap::Lut(_) => None,
+    }
+}
+
+/// Entries `s..e` of one row narrowed to the local columns `lo..hi` (columns are sorted in a row).
+#[inline]
+fn narrow<W: Width>(raw: &RawChunk, s: usize, e: usize, (lo, hi): (u64, u64), ic: u64) -> (usize, usize) {
+    if lo == 0 && hi >= ic {
+        return (s, e);
+    }
+    let n = raw.nnz;
+    let a = s + partition_point(e - s, |i| W::read(&raw.coords, n + s + i) < lo);
+    let b = a + partition_point(e - a, |i| W::read(&raw.coords, n + a + i) < hi);
+    (a, b)
+}
+
+/// Count the selected entries of a chunk per output row (relative to `row_lo`).
+fn count_rows<W: Width>(slot: &Slot, rm: &ChunkMap, cm: &ChunkMap, row_lo: u64, ic: u64, counts: &mut [u32]) {
+    let raw = &slot.raw;
+    let n = raw.nnz;
+    let window = col_window(cm, ic);
+    for i in 0..slot.runs.len() {
+        let (r, s, e) = slot.run(i);
+        let Some(or) = rm.map(r) else { continue };
+        let k = match window {
+            Some(w) => {
+                let (a, b) = narrow::<W>(raw, s, e, w, ic);
+                b - a
+            }
+            None => (s..e).filter(|&k| cm.map(W::read(&raw.coords, n + k)).is_some()).count(),
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            counts[(or - row_lo) as usize] += k as u32;
+        }
+    }
 }
 
 /// Output buffers (addresses, so that closures are `Send`).
@@ -1397,46 +1466,107 @@ struct Out {
     es: usize,
 }
 
+/// Copy one element of `es` bytes (fixed-size copies for the common sizes).
+///
+/// # Safety
+/// `src` and `dst` must be valid for `es` bytes and not overlap.
+#[inline]
+unsafe fn copy_elem(src: *const u8, dst: *mut u8, es: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match es {
+            4 => std::ptr::copy_nonoverlapping(src, dst, 4),
+            8 => std::ptr::copy_nonoverlapping(src, dst, 8),
+            2 => std::ptr::copy_nonoverlapping(src, dst, 2),
+            1 => *dst = *src,
+            16 => std::ptr::copy_nonoverlapping(src, dst, 16),
+            _ => std::ptr::copy_nonoverlapping(src, dst, es),
+        }
+    }
+}
+
+/// Write output coordinates `dst..dst + cols.len()`: the column of each (and, for COO, the row).
+///
+/// # Safety
+/// The slots must be inside the output buffers and owned by the caller.
+#[inline]
+#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+unsafe fn put_coords<T: Copy>(out: &Out, dst: usize, row: T, cols: impl ExactSizeIterator<Item = T>) {
+    let n = cols.len();
+    // SAFETY: the caller's contract.
+    unsafe {
+        let p = out.coords as *mut T;
+        if out.csr {
+            let d = std::slice::from_raw_parts_mut(p.add(dst), n);
+            for (slot, c) in d.iter_mut().zip(cols) {
+                *slot = c;
+            }
+        } else {
+            std::slice::from_raw_parts_mut(p.add(dst), n).fill(row);
+            let d = std::slice::from_raw_parts_mut(p.add(out.stride + dst), n);
+            for (slot, c) in d.iter_mut().zip(cols) {
+                *slot = c;
+            }
+        }
+    }
+}
+
 /// Place the selected entries whose chunk-local row is in `ra..rb`.
 ///
 /// # Safety
 /// `cursor[i]` must be a free output slot of output row `olo + i`, slots of different rows and of
 /// different callers must not overlap, and all must be below `out.stride`.
-unsafe fn place_rows<W: Width>(raw: &RawChunk, rm: &ChunkMap, cm: &ChunkMap, ra: u64, rb: u64, olo: u64, cursor: &mut [u64], out: &Out) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn place_rows<W: Width>(slot: &Slot, rm: &ChunkMap, cm: &ChunkMap, ic: u64, ra: u64, rb: u64, olo: u64, cursor: &mut [u64], out: &Out) {
+    let raw = &slot.raw;
     let n = raw.nnz;
-    let first = partition_point(n, |k| W::read(&raw.coords, k) < ra);
-    let last = partition_point(n, |k| W::read(&raw.coords, k) < rb);
     let es = out.es;
-    for k in first..last {
-        let (Some(r), Some(c)) = (rm.map(W::read(&raw.coords, k)), cm.map(W::read(&raw.coords, n + k))) else {
-            continue;
-        };
+    let first = slot.runs.partition_point(|x| x.0 < ra);
+    let last = slot.runs.partition_point(|x| x.0 < rb);
+    let window = col_window(cm, ic);
+    for i in first..last {
+        let (r, s, e) = slot.run(i);
+        let Some(or) = rm.map(r) else { continue };
         #[allow(clippy::cast_possible_truncation)]
-        let slot = &mut cursor[(r - olo) as usize];
+        let cur = &mut cursor[(or - olo) as usize];
         #[allow(clippy::cast_possible_truncation)]
-        let dst = *slot as usize;
-        *slot += 1;
-        // SAFETY: see the function's contract.
-        unsafe {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-            if out.wide {
-                let p = out.coords as *mut i64;
-                if out.csr {
-                    *p.add(dst) = c as i64;
-                } else {
-                    *p.add(dst) = r as i64;
-                    *p.add(out.stride + dst) = c as i64;
-                }
-            } else {
-                let p = out.coords as *mut i32;
-                if out.csr {
-                    *p.add(dst) = c as i32;
-                } else {
-                    *p.add(dst) = r as i32;
-                    *p.add(out.stride + dst) = c as i32;
-                }
+        let dst = *cur as usize;
+        if let Some(w) = window {
+            let (a, b) = narrow::<W>(raw, s, e, w, ic);
+            if a == b {
+                continue;
             }
-            std::ptr::copy_nonoverlapping(raw.values.as_ptr().add(k * es), (out.values as *mut u8).add(dst * es), es);
+            let ChunkMap::Offset { sub, .. } = cm else { unreachable!() };
+            let sub = *sub;
+            let cols = raw.coords[(n + a) * W::BYTES..(n + b) * W::BYTES].chunks_exact(W::BYTES);
+            // SAFETY: see the function's contract; `b - a` slots were counted for this row.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+            unsafe {
+                if out.wide {
+                    put_coords::<i64>(out, dst, or as i64, cols.map(|c| W::read(c, 0) as i64 - sub));
+                } else {
+                    put_coords::<i32>(out, dst, or as i32, cols.map(|c| (W::read(c, 0) as i64 - sub) as i32));
+                }
+                std::ptr::copy_nonoverlapping(raw.values.as_ptr().add(a * es), (out.values as *mut u8).add(dst * es), (b - a) * es);
+            }
+            *cur += (b - a) as u64;
+        } else {
+            let mut d = dst;
+            for k in s..e {
+                let Some(oc) = cm.map(W::read(&raw.coords, n + k)) else { continue };
+                // SAFETY: see the function's contract.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+                unsafe {
+                    if out.wide {
+                        put_coords::<i64>(out, d, or as i64, std::iter::once(oc as i64));
+                    } else {
+                        put_coords::<i32>(out, d, or as i32, std::iter::once(oc as i32));
+                    }
+                    copy_elem(raw.values.as_ptr().add(k * es), (out.values as *mut u8).add(d * es), es);
+                }
+                d += 1;
+            }
+            *cur = d as u64;
         }
     }
 }

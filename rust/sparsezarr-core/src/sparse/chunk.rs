@@ -270,6 +270,8 @@ impl RawChunk {
 
 /// Reading coordinates of a fixed width (monomorphised hot loops).
 pub trait Width {
+    /// Bytes per coordinate.
+    const BYTES: usize;
     /// Coordinate `i` of a planar little-endian buffer.
     fn read(buf: &[u8], i: usize) -> u64;
 }
@@ -284,24 +286,28 @@ pub struct W4;
 pub struct W8;
 
 impl Width for W1 {
+    const BYTES: usize = 1;
     #[inline]
     fn read(buf: &[u8], i: usize) -> u64 {
         u64::from(buf[i])
     }
 }
 impl Width for W2 {
+    const BYTES: usize = 2;
     #[inline]
     fn read(buf: &[u8], i: usize) -> u64 {
         u64::from(u16::from_le_bytes([buf[2 * i], buf[2 * i + 1]]))
     }
 }
 impl Width for W4 {
+    const BYTES: usize = 4;
     #[inline]
     fn read(buf: &[u8], i: usize) -> u64 {
         u64::from(u32::from_le_bytes([buf[4 * i], buf[4 * i + 1], buf[4 * i + 2], buf[4 * i + 3]]))
     }
 }
 impl Width for W8 {
+    const BYTES: usize = 8;
     #[inline]
     fn read(buf: &[u8], i: usize) -> u64 {
         u64::from_le_bytes(buf[8 * i..8 * i + 8].try_into().unwrap_or_default())

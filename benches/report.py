@@ -110,7 +110,7 @@ def render(results: dict) -> str:
             peaks = " | ".join(f"{i['peaks'][op] / 1e6:.0f} MB ({i['peaks'][op] / max(1, i['payload'][op]):.1f}x)" for op in ops)
             lines.append(f"| {i['pipeline']} | {i['stored_bytes'] / 1e6:.1f} MB | {ratio} | {peaks} |")
     machine = results.get("machine_info", {})
-    footer = f"\nMachine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, {os.cpu_count()} cores, Python {platform.python_version()}."
+    footer = f"\n\nMachine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, {os.cpu_count()} cores, Python {platform.python_version()}."
     return "\n".join(lines) + ("\n\n" + "\n".join(bound_lines) if bound_lines else "") + footer
 
 

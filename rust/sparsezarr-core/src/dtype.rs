@@ -54,7 +54,7 @@ pub fn all_fill(chunk: &[u8], data_type: &DataType, fill: &FillValue) -> bool {
         return false;
     }
     if let Some((kind, parts)) = float_parts(data_type)
-        && f.len() % parts == 0
+        && f.len().is_multiple_of(parts)
         && any_nan(kind, parts, f)
     {
         return chunk.chunks_exact(f.len()).all(|e| any_nan(kind, parts, e));
@@ -65,7 +65,7 @@ pub fn all_fill(chunk: &[u8], data_type: &DataType, fill: &FillValue) -> bool {
 /// Whether `buf` is `pattern` repeated.
 #[must_use]
 pub fn bytes_all_equal(buf: &[u8], pattern: &[u8]) -> bool {
-    if buf.len() % pattern.len() != 0 {
+    if !buf.len().is_multiple_of(pattern.len()) {
         return false;
     }
     if pattern.iter().all(|&b| b == pattern[0]) {

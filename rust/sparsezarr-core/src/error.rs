@@ -73,6 +73,16 @@ impl Error {
         Self::Io { key: key.into(), source }
     }
 
+    /// A decode error raised while checking caller-supplied data becomes
+    /// [`Error::InvalidArgument`] (bad input, not corrupt storage).
+    #[must_use]
+    pub fn into_input_error(self) -> Self {
+        match self {
+            Self::Decode { message, .. } => Self::InvalidArgument(message),
+            other => other,
+        }
+    }
+
     /// Attach a store key to a decode error that was raised without one.
     #[must_use]
     pub fn with_key(self, key: &str) -> Self {

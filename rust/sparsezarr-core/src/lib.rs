@@ -10,9 +10,12 @@
 
 pub mod bytes_chain;
 pub mod codec;
+pub mod csr;
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod keys;
+pub mod mtx;
 pub mod runtime;
 pub mod selection;
 pub mod sharding;

@@ -133,7 +133,15 @@ pub enum Selection {
         /// Output positions, one per point.
         out: DimSel,
     },
+    /// Contiguous runs of a one-dimensional chunk, each going to a contiguous range of a
+    /// one-dimensional output: run `(c, o, n)` is chunk elements `c..c + n` at output elements
+    /// `o..o + n`. Runs may come in any order; the gather of many ranges of a 1-d array (the rows of
+    /// a CSR matrix) decodes each chunk once.
+    Runs(Vec<Run>),
 }
+
+/// One run of a [`Selection::Runs`]: chunk start, output start, length.
+pub type Run = (u64, u64, u64);
 
 impl Selection {
     /// The whole chunk of `shape`, placed at `offset` of an output with the same rank.
@@ -151,6 +159,7 @@ impl Selection {
         match self {
             Self::Orthogonal { chunk, .. } => chunk.iter().map(DimSel::len).product(),
             Self::Points { out, .. } => out.len(),
+            Self::Runs(runs) => runs.iter().map(|r| r.2).sum(),
         }
     }
 
@@ -160,6 +169,21 @@ impl Selection {
         match self {
             Self::Orthogonal { chunk, .. } => chunk.len() == shape.len() && chunk.iter().zip(shape).all(|(s, &n)| s.is_full(n)),
             Self::Points { .. } => false,
+            Self::Runs(runs) => {
+                if shape.len() != 1 {
+                    return false;
+                }
+                let mut spans: Vec<(u64, u64)> = runs.iter().filter(|r| r.2 > 0).map(|r| (r.0, r.2)).collect();
+                spans.sort_unstable();
+                let mut next = 0;
+                for (c, n) in spans {
+                    if c != next {
+                        return false;
+                    }
+                    next = c + n;
+                }
+                next == shape[0]
+            }
         }
     }
 
@@ -215,6 +239,17 @@ impl Selection {
                 }
                 Ok(())
             }
+            Self::Runs(runs) => {
+                if shape.len() != 1 {
+                    return Err(Error::Selection(format!("a run selection needs a one-dimensional chunk, not {} dimensions", shape.len())));
+                }
+                for &(c, _, n) in runs {
+                    if c.checked_add(n).is_none_or(|end| end > shape[0]) {
+                        return Err(Error::Selection(format!("run {c}..{} out of bounds for length {}", c.saturating_add(n), shape[0])));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -226,8 +261,26 @@ impl Selection {
         match self {
             Self::Orthogonal { chunk, out } => partition_orthogonal(chunk, out, inner_shape),
             Self::Points { coords, out } => partition_points(coords, out, inner_shape),
+            Self::Runs(runs) => partition_runs(runs, inner_shape),
         }
     }
+}
+
+fn partition_runs(runs: &[Run], inner: &[u64]) -> Vec<(Vec<u64>, Selection)> {
+    let Some(&c) = inner.first() else { return Vec::new() };
+    let mut buckets: BTreeMap<u64, Vec<Run>> = BTreeMap::new();
+    for &(mut s, mut o, mut n) in runs {
+        while n > 0 {
+            let j = s / c;
+            let local = s % c;
+            let take = n.min(c - local);
+            buckets.entry(j).or_default().push((local, o, take));
+            s += take;
+            o += take;
+            n -= take;
+        }
+    }
+    buckets.into_iter().map(|(j, r)| (vec![j], Selection::Runs(r))).collect()
 }
 
 /// One inner chunk's share of a dimension selection: inner chunk index, local selection, and the
@@ -321,7 +374,9 @@ fn partition_orthogonal(chunk: &[DimSel], out: &[Option<DimSel>], inner: &[u64])
 
 fn partition_points(coords: &[Vec<u64>], out: &DimSel, inner: &[u64]) -> Vec<(Vec<u64>, Selection)> {
     let n = out.len();
-    let mut buckets: BTreeMap<Vec<u64>, (Vec<Vec<u64>>, Vec<u64>)> = BTreeMap::new();
+    // Per inner chunk: local coordinates per dimension, and output positions.
+    type Bucket = (Vec<Vec<u64>>, Vec<u64>);
+    let mut buckets: BTreeMap<Vec<u64>, Bucket> = BTreeMap::new();
     for k in 0..n {
         #[allow(clippy::cast_possible_truncation)]
         let key: Vec<u64> = coords.iter().zip(inner).map(|(c, &s)| c[k as usize] / s).collect();
@@ -366,6 +421,13 @@ mod tests {
                     v.push((coords.iter().map(|c| c[k as usize]).collect(), vec![out.get(k)]));
                 }
             }
+            Selection::Runs(runs) => {
+                for &(c, o, n) in runs {
+                    for i in 0..n {
+                        v.push((vec![c + i], vec![o + i]));
+                    }
+                }
+            }
         }
         v
     }
@@ -398,6 +460,18 @@ mod tests {
         check_partition(&dropped, &[4, 5]);
         let pts = Selection::Points { coords: vec![vec![0, 7, 3, 7], vec![11, 2, 2, 2]], out: DimSel::List(vec![5, 1, 2, 0]) };
         check_partition(&pts, &[4, 5]);
+        let runs = Selection::Runs(vec![(3, 0, 9), (20, 9, 1), (0, 10, 2), (3, 12, 9)]);
+        check_partition(&runs, &[4]);
+        check_partition(&runs, &[64]);
+    }
+
+    #[test]
+    fn run_coverage() {
+        assert!(Selection::Runs(vec![(4, 0, 4), (0, 4, 4)]).covers(&[8]));
+        assert!(!Selection::Runs(vec![(4, 0, 4), (0, 4, 3)]).covers(&[8]));
+        assert!(!Selection::Runs(vec![(0, 0, 4), (3, 4, 5)]).covers(&[8]));
+        assert!(Selection::Runs(vec![(6, 0, 3)]).check(&[8]).is_err());
+        assert!(Selection::Runs(vec![(5, 0, 3)]).check(&[8]).is_ok());
     }
 
     #[test]

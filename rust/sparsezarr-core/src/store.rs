@@ -86,6 +86,37 @@ pub trait ChunkStore: Send + Sync {
     fn cache_id(&self) -> u64;
 }
 
+/// Atomically exchange two paths (directories or files) on the same file system, so that a
+/// reader sees either the old or the new one, never neither (Linux `renameat2(RENAME_EXCHANGE)`).
+///
+/// # Errors
+/// Returns [`Error::Io`] if the exchange fails (both paths must exist), or
+/// [`Error::Unsupported`] where the kernel or file system cannot exchange atomically.
+pub fn exchange_paths(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", p.display())));
+    let (ca, cb) = (c(a)?, c(b)?);
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: both are valid NUL-terminated strings; AT_FDCWD resolves them like open(2).
+        let r = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINVAL | libc::ENOSYS | libc::ENOTSUP) => Err(Error::Unsupported(format!("atomic exchange of {} and {}: {err}", a.display(), b.display()))),
+            _ => Err(Error::io(a.display().to_string(), err)),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ca, cb);
+        Err(Error::Unsupported("atomic exchange of paths needs Linux".into()))
+    }
+}
+
 fn check_range(key: &str, size: u64, offset: u64, len: u64) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),

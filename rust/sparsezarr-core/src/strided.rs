@@ -189,6 +189,7 @@ fn axes_for(sel: &Selection, chunk: &RawView, out: &RawView) -> Result<Vec<(usiz
             }
             Ok(vec![(n, Offsets::List(co), Offsets::of(o, out.strides[0]))])
         }
+        Selection::Runs(_) => Err(Error::Internal("run selections are copied run by run".into())),
     }
 }
 
@@ -206,6 +207,20 @@ pub fn copy_selection(chunk: &RawView, out: &RawView, sel: &Selection, dir: Dire
             "element size mismatch: {} vs {}",
             chunk.itemsize, out.itemsize
         )));
+    }
+    if let Selection::Runs(runs) = sel {
+        sel.check(&chunk.shape)?;
+        check_runs_out(runs, out)?;
+        for &(c, o, n) in runs {
+            let (cs, os) = (run_axis(chunk, c), run_axis(out, o));
+            let (src, dst, axis) = match dir {
+                Direction::ChunkToOut => (chunk.ptr.cast_const(), out.ptr, Axis { len: n as usize, src: cs, dst: os }),
+                Direction::OutToChunk => (out.ptr.cast_const(), chunk.ptr, Axis { len: n as usize, src: os, dst: cs }),
+            };
+            // SAFETY: both sides were bounds-checked above.
+            unsafe { run(src, dst, vec![axis], chunk.itemsize, swap) };
+        }
+        return Ok(());
     }
     let axes = axes_for(sel, chunk, out)?;
     let (src, dst, axes): (*const u8, *mut u8, Vec<Axis>) = match dir {
@@ -225,6 +240,19 @@ pub fn copy_selection(chunk: &RawView, out: &RawView, sel: &Selection, dir: Dire
 pub fn fill_selection(view: &RawView, sel: &Selection, value: &[u8], chunk_side: bool) -> Result<()> {
     if value.len() != view.itemsize {
         return Err(Error::InvalidArgument("fill value size differs from the element size".into()));
+    }
+    if let Selection::Runs(runs) = sel {
+        if chunk_side {
+            sel.check(&view.shape)?;
+        } else {
+            check_runs_out(runs, view)?;
+        }
+        for &(c, o, n) in runs {
+            let axis = Axis { len: n as usize, src: Offsets::Arith { start: 0, step: 0 }, dst: run_axis(view, if chunk_side { c } else { o }) };
+            // SAFETY: bounds-checked above; the source offsets are all zero into `value`.
+            unsafe { run(value.as_ptr(), view.ptr, vec![axis], view.itemsize, 0) };
+        }
+        return Ok(());
     }
     let axes: Vec<Axis> = if chunk_side {
         sel.check(&view.shape)?;
@@ -260,7 +288,7 @@ pub fn fill_buffer(buf: &mut [u8], value: &[u8]) {
 fn out_rank(sel: &Selection) -> usize {
     match sel {
         Selection::Orthogonal { out, .. } => out.iter().filter(|o| o.is_some()).count(),
-        Selection::Points { .. } => 1,
+        Selection::Points { .. } | Selection::Runs(_) => 1,
     }
 }
 
@@ -268,6 +296,7 @@ fn chunk_rank(sel: &Selection) -> usize {
     match sel {
         Selection::Orthogonal { chunk, .. } => chunk.len(),
         Selection::Points { coords, .. } => coords.len(),
+        Selection::Runs(_) => 1,
     }
 }
 
@@ -275,7 +304,27 @@ fn chunk_extent(sel: &Selection) -> Vec<u64> {
     match sel {
         Selection::Orthogonal { chunk, .. } => chunk.iter().map(|c| c.max().map_or(1, |m| m + 1)).collect(),
         Selection::Points { coords, .. } => coords.iter().map(|c| c.iter().max().map_or(1, |m| m + 1)).collect(),
+        Selection::Runs(runs) => vec![runs.iter().map(|r| r.0 + r.2).max().unwrap_or(1)],
     }
+}
+
+/// Check the output side of runs against a one-dimensional view.
+fn check_runs_out(runs: &[crate::selection::Run], view: &RawView) -> Result<()> {
+    if view.shape.len() != 1 {
+        return Err(Error::Selection("a run selection needs a one-dimensional array".into()));
+    }
+    for &(_, o, n) in runs {
+        if o.checked_add(n).is_none_or(|end| end > view.shape[0]) {
+            return Err(Error::Selection(format!("output run {o}..{} out of bounds for length {}", o.saturating_add(n), view.shape[0])));
+        }
+    }
+    Ok(())
+}
+
+/// The offsets of a run starting at element `start` of a one-dimensional view.
+#[allow(clippy::cast_possible_wrap)]
+fn run_axis(view: &RawView, start: u64) -> Offsets {
+    Offsets::Arith { start: start as isize * view.strides[0], step: view.strides[0] }
 }
 
 /// Simplify the iteration: drop length-1 axes (folding their offsets into the bases) and merge

@@ -14,7 +14,10 @@ use sparsezarr_core::store::{ChunkStore, FsStore, SnapshotStore};
 use sparsezarr_core::strided::{RawView, byteswap};
 
 mod convert;
+mod csr;
 mod errors;
+mod mtx;
+mod pystore;
 mod sparse;
 
 use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_mapping, snapshot_from_pairs};
@@ -54,7 +57,7 @@ fn options(validate_checksums: bool, coalesce_max_gap: u64, coalesce_max_bytes: 
 fn kept_dims(reqs: &[ChunkRequest]) -> usize {
     match reqs.first().map(|r| &r.selection) {
         Some(sparsezarr_core::selection::Selection::Orthogonal { out, .. }) => out.iter().filter(|o| o.is_some()).count(),
-        Some(sparsezarr_core::selection::Selection::Points { .. }) => 1,
+        Some(sparsezarr_core::selection::Selection::Points { .. } | sparsezarr_core::selection::Selection::Runs(_)) => 1,
         None => 0,
     }
 }
@@ -429,6 +432,12 @@ fn set_index_cache_budget(bytes: usize) {
     sparsezarr_core::engine::set_index_cache_budget(bytes);
 }
 
+/// Atomically exchange two paths (directories or files) on the same file system.
+#[pyfunction]
+fn exchange_paths(py: Python<'_>, a: std::path::PathBuf, b: std::path::PathBuf) -> PyResult<()> {
+    py.run_detached(|| sparsezarr_core::store::exchange_paths(&a, &b))
+}
+
 /// Version of the compiled extension.
 #[pyfunction]
 fn version() -> &'static str {
@@ -440,8 +449,16 @@ fn _lib(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArrayEngine>()?;
     m.add_class::<PyLocalStore>()?;
     m.add_class::<sparse::PySparseArray>()?;
+    m.add_class::<pystore::PyCallbackStore>()?;
+    m.add_class::<csr::PyCsrReader>()?;
+    m.add_class::<csr::PyCsrWriter>()?;
+    m.add_class::<mtx::PyMtxReader>()?;
+    m.add_function(wrap_pyfunction!(csr::read_array, m)?)?;
+    m.add_function(wrap_pyfunction!(csr::write_array, m)?)?;
+    m.add_function(wrap_pyfunction!(csr::write_compressed, m)?)?;
     m.add_function(wrap_pyfunction!(set_index_cache_budget, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(exchange_paths, m)?)?;
     errors::register(m)?;
     let _ = to_pyerr;
     Ok(())

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use zarrs::array::{ArrayMetadata, DataType};
-use zarrs::metadata::v3::MetadataV3;
 
+pub use crate::keys::ChunkKeys;
 use super::chunk::{CODEC_NAME, ElemType, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
 use crate::with_width;
 use crate::codec::{EngineOptions, Encoded};
@@ -22,58 +22,6 @@ use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try
 use crate::selection::DimSel;
 use crate::sharding::{IndexCache, ShardLayout};
 use crate::store::ChunkStore;
-
-// ------------------------------------------------------------------------------------------------
-// Chunk keys
-// ------------------------------------------------------------------------------------------------
-
-/// How chunk grid coordinates become store keys (zarr v3 `chunk_key_encoding`).
-#[derive(Debug, Clone)]
-pub struct ChunkKeys {
-    prefix: String,
-    v2: bool,
-    separator: String,
-}
-
-impl ChunkKeys {
-    /// Parse a `chunk_key_encoding`; keys get `prefix` (the array's path in the store plus `/`,
-    /// or empty) in front.
-    ///
-    /// # Errors
-    /// Returns [`Error::Unsupported`] for unknown encodings.
-    pub fn new(meta: &MetadataV3, prefix: &str) -> Result<Self> {
-        let sep = meta.configuration().and_then(|c| c.get("separator")).and_then(|s| s.as_str());
-        let (v2, separator) = match meta.name() {
-            "default" => (false, sep.unwrap_or("/")),
-            "v2" => (true, sep.unwrap_or(".")),
-            other => return Err(Error::Unsupported(format!("chunk key encoding {other:?}"))),
-        };
-        Ok(Self { prefix: prefix.to_string(), v2, separator: separator.to_string() })
-    }
-
-    /// The key of the chunk at grid coordinates `coords`.
-    #[must_use]
-    pub fn key(&self, coords: &[u64]) -> String {
-        let mut k = self.prefix.clone();
-        if self.v2 {
-            if coords.is_empty() {
-                k.push('0');
-            }
-        } else {
-            k.push('c');
-            if !coords.is_empty() {
-                k.push_str(&self.separator);
-            }
-        }
-        for (i, c) in coords.iter().enumerate() {
-            if i > 0 {
-                k.push_str(&self.separator);
-            }
-            k.push_str(&c.to_string());
-        }
-        k
-    }
-}
 
 // ------------------------------------------------------------------------------------------------
 // The array
@@ -844,7 +792,7 @@ impl SparseArray {
         })?;
         // 5. Encode and store every stored value.
         let fresh = &fresh;
-        let items: Vec<(&(Vec<u64>, Vec<usize>), Prepared)> = outers.iter().zip(prepared).collect();
+        let items: Vec<_> = outers.iter().zip(prepared).collect();
         try_for_each_owned(items, |((_, members), mut prep)| {
             let encode_chunk = |b: usize| -> Result<Option<Vec<u8>>> {
                 let new = fresh(b)?;
@@ -1633,8 +1581,8 @@ fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone
     let rows: u64 = shape[..ndim - 1].iter().product();
     let row_of = |r: &ChunkEntries, k: usize| -> u64 {
         let mut row = 0u64;
-        for d in 0..ndim - 1 {
-            row = row * shape[d] + r.coords[d][k];
+        for (d, &n) in shape.iter().enumerate().take(ndim - 1) {
+            row = row * n + r.coords[d][k];
         }
         row
     };
@@ -1895,13 +1843,12 @@ impl<'a> Entries<'a> {
         for b in 0..nbuckets {
             offsets[b + 1] = offsets[b] + counts.iter().map(|c| c[b]).sum::<usize>();
         }
-        let mut starts = vec![0usize; nbuckets];
-        starts.copy_from_slice(&offsets[..nbuckets]);
+        let mut starts = offsets[..nbuckets].to_vec();
         for c in &mut counts {
-            for b in 0..nbuckets {
-                let n = c[b];
-                c[b] = starts[b];
-                starts[b] += n;
+            for (cb, sb) in c.iter_mut().zip(starts.iter_mut()) {
+                let n = *cb;
+                *cb = *sb;
+                *sb += n;
             }
         }
         let mut perm = vec![0usize; self.n];
@@ -2055,11 +2002,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn keys() {
-        let k = ChunkKeys::new(&serde_json::from_str(r#"{"name":"default","configuration":{"separator":"."}}"#).unwrap(), "a/b/").unwrap();
-        assert_eq!(k.key(&[1, 2]), "a/b/c.1.2");
-        let k = ChunkKeys::new(&serde_json::from_str(r#"{"name":"v2"}"#).unwrap(), "").unwrap();
-        assert_eq!(k.key(&[1, 2]), "1.2");
-    }
 }

@@ -20,12 +20,15 @@ use zarrs::plugin::{PluginCreateError, ZarrVersion};
 use super::chunk::{ElemType, SparseChunkCodec, SparseCodecConfig};
 use crate::codec::EngineOptions;
 
+/// A chunk codec built for (chunk shape, data type, fill value).
+type CachedCodec = (Vec<u64>, DataType, Vec<u8>, Arc<SparseChunkCodec>);
+
 /// The `sparsezarr.sparse` codec for zarrs.
 #[derive(Debug)]
 pub struct SparseCodec {
     config: SparseCodecConfig,
     /// Chunk codecs built per (shape, data type, fill value) on first use.
-    cache: Mutex<Vec<(Vec<u64>, DataType, Vec<u8>, Arc<SparseChunkCodec>)>>,
+    cache: Mutex<Vec<CachedCodec>>,
 }
 
 zarrs::plugin::impl_extension_aliases!(SparseCodec, v3: "sparsezarr.sparse");

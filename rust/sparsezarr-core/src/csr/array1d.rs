@@ -1,0 +1,234 @@
+//! One-dimensional Zarr arrays read as sets of element ranges and written range by range.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{EngineOptions, ValueSource};
+use crate::engine::{ArrayEngine, ChunkRequest, Concurrency};
+use crate::error::{Error, Result};
+use crate::keys::ChunkKeys;
+use crate::selection::{DimSel, Run, Selection};
+use crate::store::ChunkStore;
+use crate::strided::RawView;
+
+/// A one-dimensional Zarr array (v2 or v3, any codecs, sharded or not) in a store.
+pub struct Array1d {
+    engine: ArrayEngine,
+    keys: ChunkKeys,
+    len: u64,
+    chunk: u64,
+    data_type: String,
+    path: String,
+}
+
+fn meta_err(msg: impl Into<String>) -> Error {
+    Error::InvalidMetadata(msg.into())
+}
+
+fn one_dim(value: Option<&serde_json::Value>, what: &str) -> Result<u64> {
+    let v: Vec<u64> = value.and_then(|v| serde_json::from_value(v.clone()).ok()).ok_or_else(|| meta_err(format!("{what} is missing or not a list of integers")))?;
+    match v.as_slice() {
+        [n] => Ok(*n),
+        _ => Err(meta_err(format!("expected a one-dimensional array, {what} is {v:?}"))),
+    }
+}
+
+impl Array1d {
+    /// Open from array metadata JSON (`zarr.json` or `.zarray`); chunk keys get `prefix` (the
+    /// array's path in the store followed by `/`, or empty) in front.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] if the metadata is malformed or not one-dimensional, or
+    /// [`Error::Unsupported`] if the engine does not handle the array.
+    pub fn from_metadata_json(json: &str, prefix: &str, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| meta_err(format!("array metadata: {e}")))?;
+        let (len, chunk, keys, data_type) = match v.get("zarr_format").and_then(serde_json::Value::as_u64) {
+            Some(3) => {
+                let len = one_dim(v.get("shape"), "shape")?;
+                let chunk = one_dim(v.pointer("/chunk_grid/configuration/chunk_shape"), "chunk_shape")?;
+                let enc: zarrs::metadata::v3::MetadataV3 = v
+                    .get("chunk_key_encoding")
+                    .map(|e| serde_json::from_value(e.clone()))
+                    .transpose()
+                    .map_err(|e| meta_err(format!("chunk_key_encoding: {e}")))?
+                    .unwrap_or_else(|| zarrs::metadata::v3::MetadataV3::new("default"));
+                let dt = v.get("data_type").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+                (len, chunk, ChunkKeys::new(&enc, prefix)?, dt)
+            }
+            Some(2) => {
+                let len = one_dim(v.get("shape"), "shape")?;
+                let chunk = one_dim(v.get("chunks"), "chunks")?;
+                let sep = v.get("dimension_separator").and_then(serde_json::Value::as_str).unwrap_or(".");
+                let dt = v.get("dtype").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+                (len, chunk, ChunkKeys::v2(sep, prefix), dt)
+            }
+            _ => return Err(meta_err("zarr_format must be 2 or 3")),
+        };
+        if chunk == 0 {
+            return Err(meta_err("chunk length 0"));
+        }
+        let engine = ArrayEngine::from_metadata_json(json, None, options, concurrency)?;
+        Ok(Self { engine, keys, len, chunk, data_type, path: prefix.trim_end_matches('/').to_string() })
+    }
+
+    /// The array's path in the store (the key prefix without its trailing `/`).
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Change the length the array is treated as having (its metadata is the caller's business).
+    pub fn set_len(&mut self, len: u64) {
+        self.len = len;
+    }
+
+    /// Elements per (outer) chunk: the shard length of a sharded array.
+    #[must_use]
+    pub fn chunk_len(&self) -> u64 {
+        self.chunk
+    }
+
+    /// Element size in bytes.
+    #[must_use]
+    pub fn elem_size(&self) -> usize {
+        self.engine.elem_size()
+    }
+
+    /// The data type as written in the metadata (`"int32"`, `"<i4"`, ...).
+    #[must_use]
+    pub fn data_type(&self) -> &str {
+        &self.data_type
+    }
+
+    /// Read the concatenation of the element ranges `runs` (`(start, len)`, any order, overlaps
+    /// allowed) into `out` (native byte order). Each chunk, and each inner chunk of a shard, that
+    /// the ranges touch is fetched and decoded once, in parallel.
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] if a range is out of bounds or `out` has the wrong size, or the
+    /// first read or decode error (naming the key).
+    pub fn read_runs(&self, store: &dyn ChunkStore, runs: &[(u64, u64)], out: &mut [u8]) -> Result<()> {
+        let es = self.elem_size() as u64;
+        let total: u64 = runs.iter().map(|r| r.1).sum();
+        if out.len() as u64 != total * es {
+            return Err(Error::Selection(format!("output has {} bytes, the ranges need {}", out.len(), total * es)));
+        }
+        let mut per_chunk: BTreeMap<u64, Vec<Run>> = BTreeMap::new();
+        let mut o = 0u64;
+        for &(start, n) in runs {
+            if start.checked_add(n).is_none_or(|end| end > self.len) {
+                return Err(Error::Selection(format!("range {start}..{} out of bounds for length {}", start.saturating_add(n), self.len)));
+            }
+            let (mut s, mut left) = (start, n);
+            while left > 0 {
+                let j = s / self.chunk;
+                let local = s % self.chunk;
+                let take = left.min(self.chunk - local);
+                let list = per_chunk.entry(j).or_default();
+                // Merge with the previous piece when both sides continue it.
+                match list.last_mut() {
+                    Some(last) if last.0 + last.2 == local && last.1 + last.2 == o => last.2 += take,
+                    _ => list.push((local, o, take)),
+                }
+                s += take;
+                o += take;
+                left -= take;
+            }
+        }
+        let requests: Vec<ChunkRequest> =
+            per_chunk.into_iter().map(|(j, runs)| ChunkRequest { key: self.keys.key(&[j]), selection: Selection::Runs(runs), complete: false }).collect();
+        let view = RawView::c_order(out, &[total], es as usize);
+        self.engine.read(store, &requests, &view, 0)?;
+        Ok(())
+    }
+
+    /// Write `data` (native byte order) to the elements `start..`. Chunks the range covers
+    /// entirely (up to the array's length) are encoded from `data` alone; partly covered chunks
+    /// are merged with what is stored. Chunks that end up holding only the fill value are not
+    /// stored.
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] if the range passes the array's length, or the first write error.
+    pub fn write_range(&self, store: &dyn ChunkStore, start: u64, data: &[u8]) -> Result<()> {
+        let es = self.elem_size();
+        if !data.len().is_multiple_of(es) {
+            return Err(Error::InvalidArgument(format!("{} bytes is not a whole number of {es}-byte elements", data.len())));
+        }
+        let n = (data.len() / es) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let end = start + n;
+        if end > self.len {
+            return Err(Error::Selection(format!("range {start}..{end} out of bounds for length {}", self.len)));
+        }
+        let c = self.chunk;
+        let requests: Vec<ChunkRequest> = (start / c..=(end - 1) / c)
+            .map(|j| {
+                let lo = start.max(j * c);
+                let hi = end.min((j + 1) * c);
+                ChunkRequest {
+                    key: self.keys.key(&[j]),
+                    selection: Selection::Orthogonal { chunk: vec![DimSel::range(lo - j * c, hi - lo)], out: vec![Some(DimSel::range(lo - start, hi - lo))] },
+                    complete: lo == j * c && (hi == (j + 1) * c || hi == self.len),
+                }
+            })
+            .collect();
+        let view = RawView::c_order_const(data, &[n], es);
+        self.engine.write(store, &requests, &ValueSource::Array { view: &view, swap: 0 }, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsStore;
+
+    fn meta(len: u64, shard: u64, inner: u64) -> String {
+        format!(
+            r#"{{"zarr_format":3,"node_type":"array","shape":[{len}],"data_type":"int32",
+            "chunk_grid":{{"name":"regular","configuration":{{"chunk_shape":[{shard}]}}}},
+            "chunk_key_encoding":{{"name":"default"}},"fill_value":0,
+            "codecs":[{{"name":"sharding_indexed","configuration":{{"chunk_shape":[{inner}],
+                "codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"zstd","configuration":{{"level":1,"checksum":false}}}}],
+                "index_codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"crc32c"}}]}}}}]}}"#
+        )
+    }
+
+    fn ints(b: &[u8]) -> Vec<i32> {
+        b.chunks_exact(4).map(|c| i32::from_ne_bytes(c.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn ranges_roundtrip_and_partial_writes() {
+        let dir = std::env::temp_dir().join(format!("sz-a1d-{}", std::process::id()));
+        let store = FsStore::new(&dir, false);
+        let a = Array1d::from_metadata_json(&meta(1000, 128, 16), "x/", EngineOptions::default(), Concurrency::default()).unwrap();
+        let values: Vec<i32> = (1..=1000).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        // Written in two unaligned pieces: the second merges with the first's last shard.
+        a.write_range(&store, 0, &bytes[..300 * 4]).unwrap();
+        a.write_range(&store, 300, &bytes[300 * 4..]).unwrap();
+        let runs = [(990u64, 10u64), (0, 3), (127, 2), (500, 0), (0, 3)];
+        let mut out = vec![0u8; 18 * 4];
+        a.read_runs(&store, &runs, &mut out).unwrap();
+        let want: Vec<i32> = runs.iter().flat_map(|&(s, n)| values[s as usize..(s + n) as usize].to_vec()).collect();
+        assert_eq!(ints(&out), want);
+        let mut all = vec![0u8; 4000];
+        a.read_runs(&store, &[(0, 1000)], &mut all).unwrap();
+        assert_eq!(ints(&all), values);
+        assert!(a.read_runs(&store, &[(999, 2)], &mut [0u8; 8]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

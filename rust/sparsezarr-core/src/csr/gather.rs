@@ -1,0 +1,396 @@
+//! Gathering rows (the major axis) of a compressed sparse matrix stored as `data`, `indices` and
+//! `indptr` arrays, as anndata and binsparse store CSR and CSC matrices.
+//!
+//! The requested rows become element ranges of `data` and `indices` (from the cached `indptr`);
+//! the ranges are grouped by chunk and inner chunk, every touched (inner) chunk is fetched and
+//! decoded once, and its pieces are copied straight into the preallocated outputs. Both arrays
+//! are read at the same time, each in parallel over its chunks.
+
+use rayon::prelude::*;
+
+use super::array1d::Array1d;
+use super::ints::{IntKind, check_range, convert_checked, indptr_values};
+use crate::error::{Error, Result};
+use crate::runtime::{in_pool, run_in_pool};
+use crate::sparse::array::IndexVec;
+use crate::store::ChunkStore;
+
+/// Rows to gather.
+#[derive(Debug, Clone, Copy)]
+pub enum Major<'a> {
+    /// Rows `start..stop`.
+    Range {
+        /// First row.
+        start: u64,
+        /// One past the last row.
+        stop: u64,
+    },
+    /// Rows in this order (repeats allowed).
+    List(&'a [u64]),
+}
+
+/// Gathered rows: a compressed sparse matrix with as many rows as were requested.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// Values, native byte order.
+    pub data: Vec<u8>,
+    /// Minor-axis index of every value.
+    pub indices: IndexVec,
+    /// Row offsets (`rows + 1` values).
+    pub indptr: IndexVec,
+    /// Number of values.
+    pub nnz: usize,
+}
+
+/// A stored compressed sparse matrix, with its `indptr` in memory.
+pub struct CsrSource {
+    data: Array1d,
+    indices: Array1d,
+    index_kind: IntKind,
+    indptr: Vec<u64>,
+    minor: u64,
+    threads: usize,
+}
+
+/// The integer type of an index array, from its metadata.
+///
+/// # Errors
+/// Returns [`Error::InvalidMetadata`] if the array does not hold integers.
+pub fn int_kind(a: &Array1d, what: &str) -> Result<IntKind> {
+    IntKind::from_name(a.data_type()).ok_or_else(|| Error::InvalidMetadata(format!("{what} must hold integers, not {:?}", a.data_type())))
+}
+
+/// Read a whole `indptr` array, checking that it starts at 0 and never decreases.
+///
+/// # Errors
+/// Returns [`Error::InvalidMetadata`] for a non-integer array, a decode error for stored values
+/// that are not an index pointer.
+pub fn read_indptr(indptr: &Array1d, store: &dyn ChunkStore, threads: usize) -> Result<Vec<u64>> {
+    let kind = int_kind(indptr, "indptr")?;
+    let mut buf = vec![0u8; usize::try_from(indptr.len()).unwrap_or(usize::MAX) * kind.size()];
+    run_in_pool(threads, || indptr.read_runs(store, &[(0, indptr.len())], &mut buf))?;
+    indptr_values("indptr", kind, &buf)
+}
+
+/// View a vector of plain integers as bytes.
+fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: `T` is a plain integer type (i32 or i64) without padding; every byte pattern is valid.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+impl CsrSource {
+    /// A stored matrix of `minor` columns (rows for CSC) with the given `data` and `indices`
+    /// arrays and `indptr` values (see [`read_indptr`]).
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] if `indices` does not hold integers, `indptr` is empty,
+    /// or `indptr` points past the end of `data` or `indices`.
+    pub fn new(data: Array1d, indices: Array1d, indptr: Vec<u64>, minor: u64, threads: usize) -> Result<Self> {
+        let index_kind = int_kind(&indices, "indices")?;
+        let Some(&nnz) = indptr.last() else {
+            return Err(Error::InvalidMetadata("indptr is empty (it needs one value more than there are rows)".into()));
+        };
+        if nnz > data.len() || nnz > indices.len() {
+            return Err(Error::InvalidMetadata(format!(
+                "indptr ends at {nnz}, but data has {} and indices {} elements",
+                data.len(),
+                indices.len()
+            )));
+        }
+        Ok(Self { data, indices, index_kind, indptr, minor, threads })
+    }
+
+    /// Number of rows (columns for CSC).
+    #[must_use]
+    pub fn major_len(&self) -> u64 {
+        self.indptr.len() as u64 - 1
+    }
+
+    /// Number of columns (rows for CSC).
+    #[must_use]
+    pub fn minor_len(&self) -> u64 {
+        self.minor
+    }
+
+    /// Number of stored values.
+    #[must_use]
+    pub fn nnz(&self) -> u64 {
+        self.indptr.last().copied().unwrap_or(0)
+    }
+
+    /// The index pointer.
+    #[must_use]
+    pub fn indptr(&self) -> &[u64] {
+        &self.indptr
+    }
+
+    /// The stored `data` array.
+    #[must_use]
+    pub fn data(&self) -> &Array1d {
+        &self.data
+    }
+
+    /// Gather rows into a new compressed matrix. Indices and the index pointer are 32-bit when the
+    /// result's size and the number of columns allow (as scipy prefers), 64-bit otherwise.
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] for a row out of range, a decode error (naming the key) for
+    /// corrupt chunks or stored indices out of range.
+    pub fn gather(&self, store: &dyn ChunkStore, major: Major<'_>) -> Result<Gathered> {
+        let n_major = self.major_len();
+        // Element ranges and the output index pointer.
+        let (runs, offsets): (Vec<(u64, u64)>, Vec<u64>) = match major {
+            Major::Range { start, stop } => {
+                if start > stop || stop > n_major {
+                    return Err(Error::Selection(format!("rows {start}..{stop} out of range for {n_major} rows")));
+                }
+                #[allow(clippy::cast_possible_truncation)]
+                let ip = &self.indptr[start as usize..=stop as usize];
+                (vec![(ip[0], ip[ip.len() - 1] - ip[0])], ip.iter().map(|&v| v - ip[0]).collect())
+            }
+            Major::List(rows) => {
+                let mut runs: Vec<(u64, u64)> = Vec::with_capacity(rows.len());
+                let mut offsets = Vec::with_capacity(rows.len() + 1);
+                let mut acc = 0u64;
+                offsets.push(0);
+                for &r in rows {
+                    if r >= n_major {
+                        return Err(Error::Selection(format!("row {r} out of range for {n_major} rows")));
+                    }
+                    #[allow(clippy::cast_possible_truncation)]
+                    let (s, e) = (self.indptr[r as usize], self.indptr[r as usize + 1]);
+                    match runs.last_mut() {
+                        Some(last) if last.0 + last.1 == s => last.1 += e - s,
+                        _ if e > s => runs.push((s, e - s)),
+                        _ => {}
+                    }
+                    acc += e - s;
+                    offsets.push(acc);
+                }
+                (runs, offsets)
+            }
+        };
+        let total = offsets.last().copied().unwrap_or(0);
+        let wide = total > i32::MAX as u64 || self.minor > i32::MAX as u64;
+        let n = usize::try_from(total).map_err(|_| Error::InvalidArgument("result too large".into()))?;
+        let es = self.data.elem_size();
+        let mut data = vec![0u8; n * es];
+        let indices_key = self.indices.path();
+        let read_indices = |out: &mut [u8], out_kind: IntKind| -> Result<()> {
+            if self.index_kind == out_kind {
+                self.indices.read_runs(store, &runs, out)?;
+                check_range("stored indices", out_kind, out, self.minor)
+            } else {
+                let mut tmp = vec![0u8; n * self.index_kind.size()];
+                self.indices.read_runs(store, &runs, &mut tmp)?;
+                convert_checked("stored indices", self.index_kind, &tmp, out_kind, out, self.minor)
+            }
+            .map_err(|e| e.with_key(indices_key))
+        };
+        let indices = run_in_pool(self.threads, || {
+            let (d, i) = rayon::join(
+                || self.data.read_runs(store, &runs, &mut data),
+                || -> Result<IndexVec> {
+                    if wide {
+                        let mut v = vec![0i64; n];
+                        read_indices(as_bytes_mut(&mut v), IntKind::I64)?;
+                        Ok(IndexVec::I64(v))
+                    } else {
+                        let mut v = vec![0i32; n];
+                        read_indices(as_bytes_mut(&mut v), IntKind::I32)?;
+                        Ok(IndexVec::I32(v))
+                    }
+                },
+            );
+            d?;
+            i
+        })?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+        let indptr = if wide { IndexVec::I64(offsets.iter().map(|&v| v as i64).collect()) } else { IndexVec::I32(offsets.iter().map(|&v| v as i32).collect()) };
+        Ok(Gathered { data, indices, indptr, nnz: n })
+    }
+}
+
+/// Keep only the minor-axis positions `lut` maps (`lut[j]` = new index of column `j`, or -1 to
+/// drop it), renumbering them; rows keep their order and their values' stored order.
+///
+/// # Errors
+/// Returns [`Error::InvalidArgument`] if an index is outside `lut`.
+pub fn filter_minor(g: &Gathered, lut: &[i64], es: usize) -> Result<Gathered> {
+    match (&g.indices, &g.indptr) {
+        (IndexVec::I32(ind), IndexVec::I32(ptr)) => {
+            let (data, ind, ptr, nnz) = filter_typed(&g.data, ind, ptr, lut, es)?;
+            Ok(Gathered { data, indices: IndexVec::I32(ind), indptr: IndexVec::I32(ptr), nnz })
+        }
+        (IndexVec::I64(ind), IndexVec::I64(ptr)) => {
+            let (data, ind, ptr, nnz) = filter_typed(&g.data, ind, ptr, lut, es)?;
+            Ok(Gathered { data, indices: IndexVec::I64(ind), indptr: IndexVec::I64(ptr), nnz })
+        }
+        _ => Err(Error::Internal("indices and indptr of different widths".into())),
+    }
+}
+
+/// Rows per parallel piece of [`filter_minor`].
+const ROWS_PER_PIECE: usize = 4096;
+
+type Filtered<T> = (Vec<u8>, Vec<T>, Vec<T>, usize);
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn filter_typed<T>(data: &[u8], ind: &[T], ptr: &[T], lut: &[i64], es: usize) -> Result<Filtered<T>>
+where
+    T: Copy + Send + Sync + Default + TryFrom<i64> + Into<i64>,
+{
+    let rows = ptr.len().saturating_sub(1);
+    let pieces: Vec<(usize, usize)> = (0..rows).step_by(ROWS_PER_PIECE).map(|a| (a, (a + ROWS_PER_PIECE).min(rows))).collect();
+    let keep = |k: usize| -> Result<Option<i64>> {
+        let j: i64 = ind[k].into();
+        match lut.get(j as usize) {
+            Some(&v) if v >= 0 => Ok(Some(v)),
+            Some(_) => Ok(None),
+            None => Err(Error::InvalidArgument(format!("index {j} outside the {} columns", lut.len()))),
+        }
+    };
+    // Pass 1: kept values per row.
+    let count_piece = |&(a, b): &(usize, usize)| -> Result<Vec<usize>> {
+        (a..b)
+            .map(|r| {
+                let (s, e) = (ptr[r].into() as usize, ptr[r + 1].into() as usize);
+                let mut c = 0;
+                for k in s..e {
+                    c += usize::from(keep(k)?.is_some());
+                }
+                Ok(c)
+            })
+            .collect()
+    };
+    let counts: Vec<Vec<usize>> = if in_pool() { pieces.par_iter().map(count_piece).collect::<Result<_>>()? } else { pieces.iter().map(count_piece).collect::<Result<_>>()? };
+    let mut new_ptr: Vec<T> = Vec::with_capacity(rows + 1);
+    let mut acc = 0usize;
+    new_ptr.push(T::default());
+    for c in &counts {
+        for &n in c {
+            acc += n;
+            new_ptr.push(T::try_from(acc as i64).map_err(|_| Error::Internal("index overflow".into()))?);
+        }
+    }
+    let nnz = acc;
+    // Pass 2: copy the kept values into disjoint slices of the outputs.
+    let mut new_data = vec![0u8; nnz * es];
+    let mut new_ind = vec![T::default(); nnz];
+    {
+        let mut data_parts: Vec<&mut [u8]> = Vec::with_capacity(pieces.len());
+        let mut ind_parts: Vec<&mut [T]> = Vec::with_capacity(pieces.len());
+        let (mut dr, mut ir): (&mut [u8], &mut [T]) = (&mut new_data, &mut new_ind);
+        for c in &counts {
+            let n: usize = c.iter().sum();
+            let (d0, d1) = dr.split_at_mut(n * es);
+            let (i0, i1) = ir.split_at_mut(n);
+            data_parts.push(d0);
+            ind_parts.push(i0);
+            dr = d1;
+            ir = i1;
+        }
+        type Piece<'a, T> = (((usize, usize), &'a mut [u8]), &'a mut [T]);
+        let place = |(((a, b), dd), ii): Piece<'_, T>| -> Result<()> {
+            let mut o = 0usize;
+            for k in ptr[a].into() as usize..ptr[b].into() as usize {
+                if let Some(v) = keep(k)? {
+                    ii[o] = T::try_from(v).map_err(|_| Error::Internal("index overflow".into()))?;
+                    dd[o * es..(o + 1) * es].copy_from_slice(&data[k * es..(k + 1) * es]);
+                    o += 1;
+                }
+            }
+            Ok(())
+        };
+        let items: Vec<_> = pieces.iter().copied().zip(data_parts).zip(ind_parts).collect();
+        if in_pool() {
+            items.into_par_iter().try_for_each(place)?;
+        } else {
+            items.into_iter().try_for_each(place)?;
+        }
+    }
+    Ok((new_data, new_ind, new_ptr, nnz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::EngineOptions;
+    use crate::engine::Concurrency;
+    use crate::store::FsStore;
+
+    fn meta(len: u64, dt: &str, shard: u64, inner: u64) -> String {
+        format!(
+            r#"{{"zarr_format":3,"node_type":"array","shape":[{len}],"data_type":"{dt}",
+            "chunk_grid":{{"name":"regular","configuration":{{"chunk_shape":[{shard}]}}}},
+            "chunk_key_encoding":{{"name":"default"}},"fill_value":0,
+            "codecs":[{{"name":"sharding_indexed","configuration":{{"chunk_shape":[{inner}],
+                "codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"zstd","configuration":{{"level":1,"checksum":false}}}}],
+                "index_codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"crc32c"}}]}}}}]}}"#
+        )
+    }
+
+    /// A 50 x 40 matrix with row `r` holding columns `r % 7, r % 7 + 5, ...`.
+    #[allow(clippy::type_complexity)]
+    fn matrix() -> (Vec<u64>, Vec<u16>, Vec<f32>) {
+        let mut indptr = vec![0u64];
+        let (mut ind, mut val) = (Vec::new(), Vec::new());
+        for r in 0..50u64 {
+            let mut c = r % 7;
+            while c < 40 && r % 9 != 4 {
+                ind.push(c as u16);
+                val.push((r * 100 + c) as f32);
+                c += 5;
+            }
+            indptr.push(ind.len() as u64);
+        }
+        (indptr, ind, val)
+    }
+
+    #[test]
+    fn gather_rows_in_any_order_with_repeats() {
+        let dir = std::env::temp_dir().join(format!("sz-gather-{}", std::process::id()));
+        let store = FsStore::new(&dir, false);
+        let (indptr, ind, val) = matrix();
+        let nnz = ind.len() as u64;
+        let o = EngineOptions::default;
+        let c = Concurrency::default;
+        let data = Array1d::from_metadata_json(&meta(nnz, "float32", 64, 8), "X/data/", o(), c()).unwrap();
+        let indices = Array1d::from_metadata_json(&meta(nnz, "uint16", 64, 8), "X/indices/", o(), c()).unwrap();
+        data.write_range(&store, 0, &val.iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>()).unwrap();
+        indices.write_range(&store, 0, &ind.iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>()).unwrap();
+        let src = CsrSource::new(data, indices, indptr.clone(), 40, 2).unwrap();
+        let rows = [7u64, 3, 3, 49, 4, 0, 13, 12];
+        let g = src.gather(&store, Major::List(&rows)).unwrap();
+        let mut want_ptr = vec![0i64];
+        let (mut want_ind, mut want_val) = (Vec::new(), Vec::new());
+        for &r in &rows {
+            let (s, e) = (indptr[r as usize] as usize, indptr[r as usize + 1] as usize);
+            want_ind.extend(ind[s..e].iter().map(|&v| i64::from(v)));
+            want_val.extend_from_slice(&val[s..e]);
+            want_ptr.push(want_ind.len() as i64);
+        }
+        let got_val: Vec<f32> = g.data.chunks_exact(4).map(|c| f32::from_ne_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(got_val, want_val);
+        assert_eq!((0..g.nnz).map(|i| g.indices.get(i)).collect::<Vec<_>>(), want_ind);
+        assert_eq!((0..rows.len() + 1).map(|i| g.indptr.get(i)).collect::<Vec<_>>(), want_ptr);
+        // A range, and a column filter keeping columns 5..10 renumbered from 0.
+        let g = src.gather(&store, Major::Range { start: 10, stop: 20 }).unwrap();
+        assert_eq!(g.nnz as u64, indptr[20] - indptr[10]);
+        let lut: Vec<i64> = (0..40).map(|j| if (5..10).contains(&j) { j - 5 } else { -1 }).collect();
+        let f = filter_minor(&g, &lut, 4).unwrap();
+        for r in 0..10 {
+            let (s, e) = (f.indptr.get(r) as usize, f.indptr.get(r + 1) as usize);
+            let want: Vec<i64> = (indptr[10 + r] as usize..indptr[11 + r] as usize).map(|k| i64::from(ind[k])).filter(|j| (5..10).contains(j)).map(|j| j - 5).collect();
+            assert_eq!((s..e).map(|k| f.indices.get(k)).collect::<Vec<_>>(), want);
+        }
+        assert!(src.gather(&store, Major::List(&[50])).is_err());
+        // Stored indices out of range are reported, not returned.
+        let (indptr2, _, _) = matrix();
+        let data2 = Array1d::from_metadata_json(&meta(nnz, "float32", 64, 8), "X/data/", o(), c()).unwrap();
+        let indices2 = Array1d::from_metadata_json(&meta(nnz, "uint16", 64, 8), "X/indices/", o(), c()).unwrap();
+        let narrow = CsrSource::new(data2, indices2, indptr2, 30, 2).unwrap();
+        assert!(narrow.gather(&store, Major::Range { start: 0, stop: 50 }).unwrap_err().to_string().contains("out of range"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -4,6 +4,9 @@
   enable it with ``zarr.config.set({"codec_pipeline.path": "sparsezarr.Pipeline"})``.
 * :func:`create_sparse` / :func:`open_sparse` / :func:`from_scipy`: chunked, sharded N-d sparse
   arrays (the ``sparsezarr.sparse`` codec), read and written as ``sparse.COO`` and ``scipy.sparse``.
+* :func:`write_csr` / :class:`CsrWriter` / :func:`append_rows` / :func:`open_csr` / :class:`Loader`:
+  single-cell stores in the anndata layout (bulk and streaming writes, random row gathers,
+  minibatches); :func:`convert` (``sparsezarr convert``) turns .h5ad / 10x / .mtx inputs into them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 from sparsezarr import errors
 from sparsezarr._lib import version as _version
 from sparsezarr.codec import SparseCodec
+from sparsezarr.convert import ConversionReport, convert
+from sparsezarr.csr import CsrArray, CsrWriter, append_rows, open_csc, open_csr, write_csc, write_csr
+from sparsezarr.loader import Batch, Loader
 from sparsezarr.pipeline import Pipeline
 from sparsezarr.sparse import (
     SparseArray,
@@ -26,16 +32,27 @@ from sparsezarr.sparse import (
 __version__: str = _version()
 
 __all__ = [
+    "Batch",
+    "ConversionReport",
+    "CsrArray",
+    "CsrWriter",
+    "Loader",
     "Pipeline",
     "SparseArray",
     "SparseCodec",
     "SparseInfo",
     "__version__",
+    "append_rows",
+    "convert",
     "create_sparse",
     "errors",
     "from_numpy",
     "from_scipy",
     "from_sparse",
+    "open_csc",
+    "open_csr",
     "open_sparse",
     "save_sparse",
+    "write_csc",
+    "write_csr",
 ]

@@ -137,6 +137,13 @@ def _member(group: zarr.Group, name: str) -> zarr.Array:
         raise MetadataError(f"{group.path or '/'}: the array {name!r} is missing") from None
     if not isinstance(node, zarr.Array) or node.ndim != 1:
         raise MetadataError(f"{group.path or '/'}: {name!r} must be a one-dimensional array")
+    # Consolidated metadata may still list an array whose own metadata is gone (its chunks would
+    # then silently read as zeros): check the array's metadata document itself.
+    from zarr.core.sync import sync
+
+    key = f"{node.store_path.path}/{'zarr.json' if node.metadata.zarr_format == 3 else '.zarray'}".lstrip("/")
+    if not sync(group.store_path.store.exists(key)):
+        raise MetadataError(f"{group.path or '/'}: the array {name!r} is missing (only listed in the consolidated metadata)")
     return node
 
 

@@ -256,6 +256,18 @@ class CsrArray:
                 m = m[fix, :]
         return _as_output(m, output or self.output)
 
+    def read_parts(self, rows: Any) -> _Rows:
+        """Gather ``rows`` (any order) into one buffer and return it as a :class:`_Rows`, from which
+        consecutive ranges of the gathered rows are taken as matrices without copying (the
+        minibatch loader's path)."""
+        major = _major_selection(rows, self._shape[0] if self.format == "csr" else self._shape[1])
+        if isinstance(major, tuple):
+            data, indices, indptr, _ = self._reader.gather(self._rust, start=major[0], stop=major[1], huge_pages=True)
+        else:
+            data, indices, indptr, _ = self._reader.gather(self._rust, rows=major, huge_pages=True)
+        n_minor = self._shape[1] if self.format == "csr" else self._shape[0]
+        return _Rows(data, indices, indptr, self._dtype, n_minor, self.format)
+
     def to_memory(self, *, output: Output | None = None) -> Any:
         """The whole matrix."""
         return self.read(slice(None), output=output)
@@ -266,6 +278,38 @@ class CsrArray:
         for a in range(0, n, block_rows):
             b = min(n, a + block_rows)
             yield a, (self.read(slice(a, b)) if self.format == "csr" else self.read((slice(None), slice(a, b))))
+
+
+class _Rows:
+    """Gathered rows (columns for CSC) in one buffer; :meth:`rows` cuts matrices out of it without
+    copying the values or indices."""
+
+    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, dtype: np.dtype[Any], n_minor: int, fmt: str) -> None:
+        self._data = memoryview(data)
+        self._indices = memoryview(indices).cast("B")
+        self._isize = indices.dtype.itemsize
+        self._idtype = indices.dtype
+        self.indptr = indptr
+        self.dtype = dtype
+        self.n_minor = n_minor
+        self.format = fmt
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def rows(self, a: int, b: int) -> sp.csr_array | sp.csc_array:
+        """Gathered rows ``a..b`` as a matrix (values and indices are views of the buffer).
+
+        The views are made with ``np.frombuffer`` over memoryview slices, so their base is not the
+        whole buffer (scipy would copy a view of a much larger array)."""
+        s, e = int(self.indptr[a]), int(self.indptr[b])
+        es = self.dtype.itemsize
+        data = np.frombuffer(self._data[s * es : e * es], dtype=self.dtype)
+        indices = np.frombuffer(self._indices[s * self._isize : e * self._isize], dtype=self._idtype)
+        ptr = self.indptr[a : b + 1] - self.indptr[a]
+        if self.format == "csr":
+            return sp.csr_array((data, indices, ptr), shape=(b - a, self.n_minor))
+        return sp.csc_array((data, indices, ptr), shape=(self.n_minor, b - a))
 
 
 def _as_output(m: Any, output: str) -> Any:

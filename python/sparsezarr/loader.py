@@ -118,12 +118,11 @@ class Loader:
         return fetches
 
     def _fetch(self, rows: np.ndarray, rng: np.random.Generator) -> tuple[Any, np.ndarray]:
-        m = self.x.read(rows, output="array")
+        # The in-memory shuffle happens before the gather: the rows are gathered straight into
+        # their shuffled places (each chunk is still decoded once), and batches are then views.
         if self.shuffle:
-            perm = rng.permutation(len(rows))
-            m = m[perm]
-            rows = rows[perm]
-        return m, rows
+            rows = rows[rng.permutation(len(rows))]
+        return self.x.read_parts(rows), rows
 
     def __iter__(self) -> Iterator[Batch]:
         seed = None if self._seed is None else self._seed + self.epoch
@@ -178,16 +177,26 @@ class Loader:
     def _batches(self, fetches: Iterator[tuple[Any, np.ndarray]]) -> Iterator[Batch]:
         carry: tuple[Any, np.ndarray] | None = None
         b = self.batch_size
-        for m, rows in fetches:
+        for parts, rows in fetches:
+            start = 0
             if carry is not None:
-                m = sp.vstack([carry[0], m], format="csr")
-                rows = np.concatenate([carry[1], rows])
+                # complete the batch left over from the previous fetch
+                need = b - carry[0].shape[0]
+                head = parts.rows(0, min(need, len(rows)))
+                m = sp.vstack([carry[0], head], format="csr")
+                idx = np.concatenate([carry[1], rows[: head.shape[0]]])
+                start = head.shape[0]
                 carry = None
-            full = (m.shape[0] // b) * b
-            for a in range(0, full, b):
-                yield self._batch(m[a : a + b], rows[a : a + b])
-            if full < m.shape[0]:
-                carry = (m[full:], rows[full:])
+                if m.shape[0] < b:
+                    carry = (m, idx)
+                    continue
+                yield self._batch(m, idx)
+            n = len(rows)
+            while start + b <= n:
+                yield self._batch(parts.rows(start, start + b), rows[start : start + b])
+                start += b
+            if start < n:
+                carry = (parts.rows(start, n), rows[start:])
         if carry is not None and not self.drop_last and carry[0].shape[0]:
             yield self._batch(carry[0], carry[1])
 
@@ -195,7 +204,7 @@ class Loader:
         from sparsezarr.csr import _as_output
 
         obs = None if self.obs is None else self.obs.iloc[rows]
-        return Batch(_as_output(sp.csr_array(m), self.output), rows, obs)
+        return Batch(_as_output(m, self.output), rows, obs)
 
 
 def _open(source: Any, obs: Any) -> tuple[CsrArray, Any]:

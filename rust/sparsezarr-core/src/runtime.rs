@@ -91,6 +91,29 @@ impl Runtime {
     }
 }
 
+/// Ask the kernel to back a large, not yet touched output buffer with transparent huge pages
+/// (where it only does so on request): filling it then takes one page fault per 2 MiB instead of
+/// one per 4 KiB. A hint only; nothing changes if the kernel declines.
+///
+/// `ptr..ptr + len` is the buffer (initialised or not: the memory is never accessed).
+pub fn hint_huge_pages(ptr: *const u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("SPARSEZARR_HUGE_PAGES").map_or(true, |v| v != "0"));
+    if !enabled || len < 2 * HUGE {
+        return;
+    }
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: `start..end` lies inside the caller's buffer, which this process owns;
+        // MADV_HUGEPAGE only changes how the kernel backs the pages, never their contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// Run `f` inside the pool with `threads` workers (0 = one per core), catching panics.
 ///
 /// # Errors

@@ -121,7 +121,8 @@ impl PyCsrReader {
     /// Gather `rows` (an int64 array, any order, repeats allowed) or the rows `start..stop`,
     /// optionally keeping only the minor positions `lut` maps (`lut[j]` = new index, -1 = drop).
     /// Returns `(data_bytes, indices, indptr, nnz)`.
-    #[pyo3(signature = (store, rows = None, start = 0, stop = 0, lut = None))]
+    #[pyo3(signature = (store, rows = None, start = 0, stop = 0, lut = None, huge_pages = false))]
+    #[allow(clippy::too_many_arguments)]
     fn gather<'py>(
         &self,
         py: Python<'py>,
@@ -130,6 +131,7 @@ impl PyCsrReader {
         start: u64,
         stop: u64,
         lut: Option<&Bound<'py, PyUntypedArray>>,
+        huge_pages: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let store = AnyStore::extract(store)?;
         let rows: Option<Vec<u64>> = match rows {
@@ -162,7 +164,7 @@ impl PyCsrReader {
         let es = self.es;
         let s = store.get();
         let g = py.run_detached(|| {
-            let g = src.gather(s, major)?;
+            let g = src.gather(s, major, huge_pages)?;
             match &lut {
                 Some(l) => sparsezarr_core::runtime::run_in_pool(0, || filter_minor(&g, l, es)),
                 None => Ok(g),

@@ -137,21 +137,50 @@ pub fn convert_checked(what: &str, from: IntKind, src: &[u8], to: IntKind, dst: 
     if !src.len().is_multiple_of(from.size()) || dst.len() != n * to.size() {
         return Err(Error::InvalidArgument(format!("{what}: buffer sizes do not match ({} and {} bytes)", src.len(), dst.len())));
     }
-    let piece = |(p, out): (usize, &mut [u8])| -> Result<()> {
+    check_range(what, from, src, bound)?;
+    if bound > 0 && bound - 1 > to.max_value() {
+        return Err(Error::InvalidArgument(format!("{what}: values up to {} do not fit {}", bound - 1, to.name())));
+    }
+    let piece = |(p, out): (usize, &mut [u8])| {
         let lo = p * PIECE;
         for j in 0..out.len() / to.size() {
-            match from.get(src, lo + j) {
-                Some(v) if v < bound => to.put(out, j, v),
-                Some(v) => return Err(Error::decode("", format!("{what}: value {v} at position {} is out of range 0..{bound}", lo + j))),
-                None => return Err(Error::decode("", format!("{what}: negative value at position {}", lo + j))),
-            }
+            // In range (checked above), so never negative and never wider than `to`.
+            to.put(out, j, from.get(src, lo + j).unwrap_or(0));
         }
-        Ok(())
     };
     if in_pool() && n > PIECE {
-        dst.par_chunks_mut(PIECE * to.size()).enumerate().try_for_each(piece)
+        dst.par_chunks_mut(PIECE * to.size()).enumerate().for_each(piece);
     } else {
-        dst.chunks_mut(PIECE * to.size()).enumerate().try_for_each(piece)
+        dst.chunks_mut(PIECE * to.size()).enumerate().for_each(piece);
+    }
+    Ok(())
+}
+
+/// Whether every value of a piece of `kind` integers lies in `0..bound` (a branch-free scan the
+/// compiler vectorises).
+fn piece_in_range(kind: IntKind, piece: &[u8], bound: u64) -> bool {
+    macro_rules! scan {
+        ($t:ty, $n:expr) => {{
+            let (mut lo, mut hi) = (<$t>::MAX, <$t>::MIN);
+            for c in piece.chunks_exact($n) {
+                let v = <$t>::from_ne_bytes(c.try_into().unwrap_or([0; $n]));
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            #[allow(clippy::cast_sign_loss, clippy::cast_lossless, unused_comparisons)]
+            let ok = piece.is_empty() || (lo >= 0 && (hi as u64) < bound);
+            ok
+        }};
+    }
+    match kind {
+        IntKind::I8 => scan!(i8, 1),
+        IntKind::I16 => scan!(i16, 2),
+        IntKind::I32 => scan!(i32, 4),
+        IntKind::I64 => scan!(i64, 8),
+        IntKind::U8 => scan!(u8, 1),
+        IntKind::U16 => scan!(u16, 2),
+        IntKind::U32 => scan!(u32, 4),
+        IntKind::U64 => scan!(u64, 8),
     }
 }
 
@@ -160,9 +189,14 @@ pub fn convert_checked(what: &str, from: IntKind, src: &[u8], to: IntKind, dst: 
 /// # Errors
 /// As [`convert_checked`].
 pub fn check_range(what: &str, kind: IntKind, buf: &[u8], bound: u64) -> Result<()> {
-    let n = buf.len() / kind.size();
+    let s = kind.size();
+    let n = buf.len() / s;
     let piece = |p: usize| -> Result<()> {
-        for i in p * PIECE..((p + 1) * PIECE).min(n) {
+        let (a, b) = (p * PIECE, ((p + 1) * PIECE).min(n));
+        if piece_in_range(kind, &buf[a * s..b * s], bound) {
+            return Ok(());
+        }
+        for i in a..b {
             match kind.get(buf, i) {
                 Some(v) if v < bound => {}
                 Some(v) => return Err(Error::decode("", format!("{what}: value {v} at position {i} is out of range 0..{bound}"))),

@@ -308,7 +308,7 @@ mod tests {
         let ptr = w.finish(&store).unwrap().to_vec();
         let (d, i) = open(ptr[300]);
         let src = CsrSource::new(d, i, ptr, 20, 2).unwrap();
-        let g = src.gather(&store, Major::Range { start: 0, stop: 300 }).unwrap();
+        let g = src.gather(&store, Major::Range { start: 0, stop: 300 }, false).unwrap();
         let (wp, wi, wv) = block(&rows);
         assert_eq!((0..301).map(|k| g.indptr.get(k)).collect::<Vec<_>>(), wp);
         assert_eq!((0..g.nnz).map(|k| g.indices.get(k)).collect::<Vec<_>>(), wi);

@@ -1,6 +1,7 @@
 """Type stubs of the compiled extension (``sparsezarr._lib``)."""
 
 from os import PathLike
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,3 +96,75 @@ class ArrayEngine:
 
 def set_index_cache_budget(bytes: int) -> None: ...
 def version() -> str: ...
+def exchange_paths(a: str, b: str) -> None: ...
+
+class CallbackStore:
+    """Any zarr store through ``get(key) -> buffer | None`` and ``set(key, uint8 array | None)``."""
+
+    def __init__(self, get: Callable[[str], Any], set: Callable[[str, U8 | None], None], read_only: bool = False) -> None: ...
+    @property
+    def read_only(self) -> bool: ...
+
+AnyStore = LocalStore | CallbackStore
+
+class CsrReader:
+    def __init__(
+        self,
+        data_json: str,
+        data_prefix: str,
+        indices_json: str,
+        indices_prefix: str,
+        indptr: npt.NDArray[Any],
+        minor: int,
+        *,
+        threads: int = 0,
+        validate_checksums: bool = True,
+    ) -> None: ...
+    @property
+    def n_major(self) -> int: ...
+    @property
+    def nnz(self) -> int: ...
+    def indptr(self) -> npt.NDArray[np.int64]: ...
+    def gather(
+        self,
+        store: AnyStore,
+        rows: npt.NDArray[Any] | None = None,
+        start: int = 0,
+        stop: int = 0,
+        lut: npt.NDArray[np.int64] | None = None,
+        huge_pages: bool = False,
+    ) -> tuple[U8, npt.NDArray[Any], npt.NDArray[Any], int]: ...
+
+class CsrWriter:
+    def __init__(
+        self, data_json: str, data_prefix: str, indices_json: str, indices_prefix: str, minor: int, indptr: npt.NDArray[Any], *, threads: int = 0
+    ) -> None: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def nnz(self) -> int: ...
+    def append(self, store: AnyStore, indptr: npt.NDArray[Any], indices: npt.NDArray[Any], data: npt.NDArray[Any]) -> None: ...
+    def finish(self, store: AnyStore) -> npt.NDArray[np.int64]: ...
+
+class MtxReader:
+    def __init__(self, path: str) -> None: ...
+    @property
+    def header(self) -> dict[str, Any]: ...
+    @property
+    def entries_read(self) -> int: ...
+    def read(self, max_entries: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None: ...
+
+def read_array(store: AnyStore, metadata_json: str, prefix: str, *, threads: int = 0, validate_checksums: bool = True) -> U8: ...
+def write_array(store: AnyStore, metadata_json: str, prefix: str, start: int, values: npt.NDArray[Any], *, threads: int = 0) -> None: ...
+def write_compressed(
+    store: AnyStore,
+    data: tuple[str, str],
+    indices: tuple[str, str],
+    indptr: tuple[str, str],
+    indptr_values: npt.NDArray[Any],
+    indices_values: npt.NDArray[Any],
+    data_values: npt.NDArray[Any],
+    minor: int,
+    *,
+    threads: int = 0,
+) -> None: ...

@@ -7,6 +7,8 @@
 * :func:`write_csr` / :class:`CsrWriter` / :func:`append_rows` / :func:`open_csr` / :class:`Loader`:
   single-cell stores in the anndata layout (bulk and streaming writes, random row gathers,
   minibatches); :func:`convert` (``sparsezarr convert``) turns .h5ad / 10x / .mtx inputs into them.
+* :func:`concat` / :func:`stack` / :func:`open_virtual` / :class:`VirtualArray`: lazy JSON-described
+  views over stored arrays (dense, sparse or CSR), read and written through.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sparsezarr.sparse import (
     open_sparse,
     save_sparse,
 )
+from sparsezarr.virtual import VirtualArray, concat, open_virtual, stack
 
 __version__: str = _version()
 
@@ -41,8 +44,10 @@ __all__ = [
     "SparseArray",
     "SparseCodec",
     "SparseInfo",
+    "VirtualArray",
     "__version__",
     "append_rows",
+    "concat",
     "convert",
     "create_sparse",
     "errors",
@@ -52,7 +57,9 @@ __all__ = [
     "open_csc",
     "open_csr",
     "open_sparse",
+    "open_virtual",
     "save_sparse",
+    "stack",
     "write_csc",
     "write_csr",
 ]

@@ -22,5 +22,6 @@ pub mod sharding;
 pub mod sparse;
 pub mod store;
 pub mod strided;
+pub mod virt;
 
 pub use error::{Error, Result};

@@ -84,6 +84,11 @@ pub trait ChunkStore: Send + Sync {
     fn read_only(&self) -> bool;
     /// A number identifying this store's contents location (used in cache keys).
     fn cache_id(&self) -> u64;
+    /// The directory this store keeps its keys in, for stores on the local file system (used to
+    /// refuse symbolic links that lead out of a virtual array's root).
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// Atomically exchange two paths (directories or files) on the same file system, so that a
@@ -318,6 +323,10 @@ impl ChunkStore for FsStore {
 
     fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 
     fn cache_id(&self) -> u64 {

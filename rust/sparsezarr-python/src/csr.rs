@@ -33,7 +33,7 @@ fn raw<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a [u8]>
 }
 
 /// An integer numpy array as `(kind, bytes)`.
-fn ints<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<IntsIn<'a>> {
+pub(crate) fn ints<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<IntsIn<'a>> {
     let d = arr.dtype();
     let kind = match (d.kind(), d.itemsize()) {
         (b'i', 1) => IntKind::I8,
@@ -49,14 +49,14 @@ fn ints<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<IntsIn<'
     Ok((kind, raw(arr, what)?))
 }
 
-fn index_array(py: Python<'_>, v: IndexVec) -> Py<PyAny> {
+pub(crate) fn index_array(py: Python<'_>, v: IndexVec) -> Py<PyAny> {
     match v {
         IndexVec::I32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
         IndexVec::I64(v) => PyArray1::from_vec(py, v).into_any().unbind(),
     }
 }
 
-fn gathered_to_py(py: Python<'_>, g: Gathered) -> PyResult<Bound<'_, PyTuple>> {
+pub(crate) fn gathered_to_py(py: Python<'_>, g: Gathered) -> PyResult<Bound<'_, PyTuple>> {
     let nnz = g.nnz.into_pyobject(py)?.into_any().unbind();
     PyTuple::new(py, [PyArray1::from_vec(py, g.data).into_any().unbind(), index_array(py, g.indices), index_array(py, g.indptr), nnz])
 }

@@ -19,6 +19,7 @@ mod errors;
 mod mtx;
 mod pystore;
 mod sparse;
+mod virt;
 
 use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_mapping, snapshot_from_pairs};
 use errors::{PythonExt, to_pyerr};
@@ -453,6 +454,7 @@ fn _lib(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<csr::PyCsrReader>()?;
     m.add_class::<csr::PyCsrWriter>()?;
     m.add_class::<mtx::PyMtxReader>()?;
+    m.add_class::<virt::PyVirtualArray>()?;
     m.add_function(wrap_pyfunction!(csr::read_array, m)?)?;
     m.add_function(wrap_pyfunction!(csr::write_array, m)?)?;
     m.add_function(wrap_pyfunction!(csr::write_compressed, m)?)?;

@@ -144,3 +144,28 @@ impl<'py> AnyStore<'py> {
         }
     }
 }
+
+/// A callback store shared by long-lived core objects (a virtual array keeps its store).
+pub struct SharedCallback(pub Py<PyCallbackStore>);
+
+impl ChunkStore for SharedCallback {
+    fn open(&self, key: &str) -> Result<Option<Box<dyn ValueReader + '_>>> {
+        self.0.get().open(key)
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.0.get().set(key, value)
+    }
+
+    fn erase(&self, key: &str) -> Result<()> {
+        self.0.get().erase(key)
+    }
+
+    fn read_only(&self) -> bool {
+        self.0.get().read_only
+    }
+
+    fn cache_id(&self) -> u64 {
+        self.0.get().id
+    }
+}

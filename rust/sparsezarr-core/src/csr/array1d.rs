@@ -153,6 +153,41 @@ impl Array1d {
         Ok(())
     }
 
+    /// Read element runs `(start, out_start, len)` into the one-dimensional view `out` (native
+    /// byte order) at the given output positions. Several arrays may fill disjoint parts of one
+    /// output concurrently (the virtual-array row gather does).
+    ///
+    /// # Errors
+    /// Returns [`Error::Selection`] if a run is out of bounds (of the array or of `out`), or the
+    /// first read or decode error (naming the key).
+    pub fn read_runs_at(&self, store: &dyn ChunkStore, runs: &[Run], out: &RawView) -> Result<()> {
+        let mut per_chunk: BTreeMap<u64, Vec<Run>> = BTreeMap::new();
+        let out_len = out.shape().first().copied().unwrap_or(0);
+        for &(start, o, n) in runs {
+            if start.checked_add(n).is_none_or(|end| end > self.len) || o.checked_add(n).is_none_or(|end| end > out_len) {
+                return Err(Error::Selection(format!("run {start}..{} -> {o} out of bounds", start.saturating_add(n))));
+            }
+            let (mut s, mut o, mut left) = (start, o, n);
+            while left > 0 {
+                let j = s / self.chunk;
+                let local = s % self.chunk;
+                let take = left.min(self.chunk - local);
+                let list = per_chunk.entry(j).or_default();
+                match list.last_mut() {
+                    Some(last) if last.0 + last.2 == local && last.1 + last.2 == o => last.2 += take,
+                    _ => list.push((local, o, take)),
+                }
+                s += take;
+                o += take;
+                left -= take;
+            }
+        }
+        let requests: Vec<ChunkRequest> =
+            per_chunk.into_iter().map(|(j, runs)| ChunkRequest { key: self.keys.key(&[j]), selection: Selection::Runs(runs), complete: false }).collect();
+        self.engine.read(store, &requests, out, 0)?;
+        Ok(())
+    }
+
     /// Write `data` (native byte order) to the elements `start..`. Chunks the range covers
     /// entirely (up to the array's length) are encoded from `data` alone; partly covered chunks
     /// are merged with what is stored. Chunks that end up holding only the fill value are not

@@ -130,6 +130,18 @@ impl CsrSource {
         &self.data
     }
 
+    /// The `indices` array.
+    #[must_use]
+    pub fn indices(&self) -> &Array1d {
+        &self.indices
+    }
+
+    /// The integer type of the stored indices.
+    #[must_use]
+    pub fn index_kind(&self) -> IntKind {
+        self.index_kind
+    }
+
     /// Gather rows into a new compressed matrix. Indices and the index pointer are 32-bit when the
     /// result's size and the number of columns allow (as scipy prefers), 64-bit otherwise.
     ///

@@ -255,6 +255,12 @@ impl SparseArray {
         Ok(Self { shape, outer, inner, layout, codec, keys, data_type, concurrency })
     }
 
+    /// The fill value (native element bytes).
+    #[must_use]
+    pub fn fill(&self) -> &[u8] {
+        self.codec.fill()
+    }
+
     /// Array shape.
     #[must_use]
     pub fn shape(&self) -> &[u64] {

@@ -664,3 +664,18 @@ def test_index_errors() -> None:
         view[0, 0, 0]
     with pytest.raises(TypeError, match="read"):
         view[[0, 1]]
+
+
+def test_csr_views_of_views(tmp_path: Path) -> None:
+    m = sp.random(12, 5, density=0.4, format="csr", random_state=4, dtype=np.float32)
+    sz.write_csr(str(tmp_path), m, path="x")
+    x = sz.open_csr(str(tmp_path), path="x")
+    inner = sz.concat([x, x])
+    outer = sz.concat([inner, x])  # inlined: works
+    assert (outer.read() != sp.vstack([m, m, m]).tocsr()).nnz == 0
+    inner.save(str(tmp_path), "inner")
+    doc = outer.document
+    doc["source"]["components"][0] = {"kind": "array", "path": "inner", "shape": [24, 5], "data_type": "float32"}
+    stored = sz.VirtualArray(doc, LocalStore(str(tmp_path)))
+    with pytest.raises(sz.errors.UnsupportedError, match="stored CSR/CSC view"):
+        stored.read()

@@ -308,6 +308,11 @@ pub fn open_component(leaf: &LeafSpec, loc: &Location, storage: Storage, options
         if view.storage() != storage {
             return Err(kind_error(key, storage, &format!("a {} virtual array", format!("{:?}", view.storage()).to_lowercase())));
         }
+        if matches!(storage, Storage::Csr | Storage::Csc) {
+            return Err(Error::Unsupported(format!(
+                "{key:?} is a stored CSR/CSC view; this version gathers rows only from CSR/CSC groups (inline its document instead)"
+            )));
+        }
         return Ok(Component::View(view));
     }
     if let Some(meta) = read_json(&*store, &format!("{}.zarray", r.prefix))? {

@@ -41,6 +41,8 @@ pub struct OpenOptions {
 }
 
 /// An opened component.
+// Components are few and long-lived (one per leaf, behind an `Arc`): boxing would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Component {
     /// A dense Zarr array.
     Dense {

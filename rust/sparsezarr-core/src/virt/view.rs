@@ -11,7 +11,7 @@ use crate::csr::ints::{IntKind, check_range, convert_checked};
 use crate::engine::{ChunkRequest, shared_index_cache};
 use crate::error::{Error, Result};
 use crate::runtime::{run_in_pool, try_for_each, try_map};
-use crate::selection::{DimSel, Selection};
+use crate::selection::{DimSel, Run, Selection};
 use crate::sparse::array::{Duplicates, IndexVec, Indices, ReadFormat, SparseInput};
 use crate::strided::{RawView, fill_selection};
 
@@ -636,7 +636,7 @@ impl VirtualArray {
         }
         let data_view = RawView::c_order(&mut data, &[total], es);
         let ind_view = RawView::c_order(&mut ind, &[total], out_kind.size());
-        let jobs: Vec<(usize, &Vec<(u64, u64, u64)>)> = runs.iter().enumerate().filter(|(_, r)| !r.is_empty()).collect();
+        let jobs: Vec<(usize, &Vec<Run>)> = runs.iter().enumerate().filter(|(_, r)| !r.is_empty()).collect();
         run_in_pool(self.options.concurrency.threads, || {
             try_for_each(&jobs, |&(leaf, rs)| {
                 let Component::Compressed { source, store } = get(&comps, leaf)? else {
@@ -809,10 +809,10 @@ pub fn sort_entries(e: Entries, shape: &[u64], es: usize) -> Result<Entries> {
     }
     let mut order: Vec<usize> = (0..nnz).collect();
     order.sort_unstable_by_key(|&i| keys[i]);
-    let coords = e.coords.iter().map(|c| order.iter().map(|&i| c[i as usize]).collect()).collect();
+    let coords = e.coords.iter().map(|c| order.iter().map(|&i| c[i]).collect()).collect();
     let mut values = Vec::with_capacity(e.values.len());
     for &i in &order {
-        values.extend_from_slice(&e.values[i as usize * es..(i as usize + 1) * es]);
+        values.extend_from_slice(&e.values[i * es..(i + 1) * es]);
     }
     Ok(Entries { coords, values })
 }

@@ -49,6 +49,32 @@ pub(crate) fn ints<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResu
     Ok((kind, raw(arr, what)?))
 }
 
+/// A gather's optional row list and minor-axis lookup table.
+type RowsAndLut = (Option<Vec<u64>>, Option<Vec<i64>>);
+
+/// The optional row list (non-negative integers) and minor-axis lookup table (int64) of a gather.
+pub(crate) fn rows_and_lut(rows: Option<&Bound<'_, PyUntypedArray>>, lut: Option<&Bound<'_, PyUntypedArray>>) -> PyResult<RowsAndLut> {
+    let rows: Option<Vec<u64>> = match rows {
+        None => None,
+        Some(r) => {
+            let (kind, bytes) = ints(r, "rows")?;
+            let n = bytes.len() / kind.size();
+            Some((0..n).map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative row index"))).collect::<PyResult<_>>()?)
+        }
+    };
+    let lut: Option<Vec<i64>> = match lut {
+        None => None,
+        Some(l) => {
+            let (kind, bytes) = ints(l, "lut")?;
+            if kind != IntKind::I64 {
+                return Err(PyTypeError::new_err("lut must be int64"));
+            }
+            Some(bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or_default())).collect())
+        }
+    };
+    Ok((rows, lut))
+}
+
 pub(crate) fn index_array(py: Python<'_>, v: IndexVec) -> Py<PyAny> {
     match v {
         IndexVec::I32(v) => PyArray1::from_vec(py, v).into_any().unbind(),
@@ -134,28 +160,7 @@ impl PyCsrReader {
         huge_pages: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let store = AnyStore::extract(store)?;
-        let rows: Option<Vec<u64>> = match rows {
-            None => None,
-            Some(r) => {
-                let (kind, bytes) = ints(r, "rows")?;
-                let n = bytes.len() / kind.size();
-                Some(
-                    (0..n)
-                        .map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative row index")))
-                        .collect::<PyResult<_>>()?,
-                )
-            }
-        };
-        let lut: Option<Vec<i64>> = match lut {
-            None => None,
-            Some(l) => {
-                let (kind, bytes) = ints(l, "lut")?;
-                if kind != IntKind::I64 {
-                    return Err(PyTypeError::new_err("lut must be int64"));
-                }
-                Some(bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or_default())).collect())
-            }
-        };
+        let (rows, lut) = rows_and_lut(rows, lut)?;
         let major = match &rows {
             Some(r) => Major::List(r),
             None => Major::Range { start, stop },

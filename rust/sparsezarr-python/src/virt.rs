@@ -7,7 +7,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use sparsezarr_core::codec::{EngineOptions, ValueSource};
-use sparsezarr_core::csr::{IntKind, Major, filter_minor};
+use sparsezarr_core::csr::{Major, filter_minor};
 use sparsezarr_core::engine::Concurrency;
 use sparsezarr_core::selection::DimSel;
 use sparsezarr_core::sparse::Duplicates;
@@ -16,7 +16,7 @@ use sparsezarr_core::virt::{Location, OpenOptions, VirtualArray, sort_entries};
 
 use crate::PyLocalStore;
 use crate::convert::array_view;
-use crate::csr::{gathered_to_py, ints};
+use crate::csr::{gathered_to_py, ints, rows_and_lut};
 use crate::errors::PythonExt;
 use crate::pystore::{PyCallbackStore, SharedCallback};
 
@@ -196,24 +196,7 @@ impl PyVirtualArray {
         lut: Option<&Bound<'py, PyUntypedArray>>,
         huge_pages: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let rows: Option<Vec<u64>> = match rows {
-            None => None,
-            Some(r) => {
-                let (kind, bytes) = ints(r, "rows")?;
-                let n = bytes.len() / kind.size();
-                Some((0..n).map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative row index"))).collect::<PyResult<_>>()?)
-            }
-        };
-        let lut: Option<Vec<i64>> = match lut {
-            None => None,
-            Some(l) => {
-                let (kind, bytes) = ints(l, "lut")?;
-                if kind != IntKind::I64 {
-                    return Err(PyTypeError::new_err("lut must be int64"));
-                }
-                Some(bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or_default())).collect())
-            }
-        };
+        let (rows, lut) = rows_and_lut(rows, lut)?;
         let major = match &rows {
             Some(r) => Major::List(r),
             None => Major::Range { start, stop },

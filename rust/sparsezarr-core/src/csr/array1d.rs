@@ -124,33 +124,16 @@ impl Array1d {
         if out.len() as u64 != total * es {
             return Err(Error::Selection(format!("output has {} bytes, the ranges need {}", out.len(), total * es)));
         }
-        let mut per_chunk: BTreeMap<u64, Vec<Run>> = BTreeMap::new();
         let mut o = 0u64;
-        for &(start, n) in runs {
-            if start.checked_add(n).is_none_or(|end| end > self.len) {
-                return Err(Error::Selection(format!("range {start}..{} out of bounds for length {}", start.saturating_add(n), self.len)));
-            }
-            let (mut s, mut left) = (start, n);
-            while left > 0 {
-                let j = s / self.chunk;
-                let local = s % self.chunk;
-                let take = left.min(self.chunk - local);
-                let list = per_chunk.entry(j).or_default();
-                // Merge with the previous piece when both sides continue it.
-                match list.last_mut() {
-                    Some(last) if last.0 + last.2 == local && last.1 + last.2 == o => last.2 += take,
-                    _ => list.push((local, o, take)),
-                }
-                s += take;
-                o += take;
-                left -= take;
-            }
-        }
-        let requests: Vec<ChunkRequest> =
-            per_chunk.into_iter().map(|(j, runs)| ChunkRequest { key: self.keys.key(&[j]), selection: Selection::Runs(runs), complete: false }).collect();
+        let placed: Vec<Run> = runs
+            .iter()
+            .map(|&(start, n)| {
+                o += n;
+                (start, o - n, n)
+            })
+            .collect();
         let view = RawView::c_order(out, &[total], es as usize);
-        self.engine.read(store, &requests, &view, 0)?;
-        Ok(())
+        self.read_runs_at(store, &placed, &view)
     }
 
     /// Read element runs `(start, out_start, len)` into the one-dimensional view `out` (native

@@ -212,9 +212,6 @@ def test_random_writes_land_in_components(seed: int) -> None:
         target = oindex(expected, key)
         value = rng.integers(-50, 50, size=target.shape).astype(np.int32)
         before = evaluate(source, group, np.int32, 0)
-        probe = np.zeros(expected.shape, dtype=bool)
-        mark = oindex(probe, key)
-        del mark
         touched = np.zeros(expected.shape, dtype=np.int64)
         idx = np.arange(touched.size).reshape(touched.shape)
         hit = np.atleast_1d(oindex(idx, key)).ravel()

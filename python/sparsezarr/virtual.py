@@ -217,7 +217,6 @@ def _infer_shape(node: dict[str, Any]) -> list[int]:
     if k in ("array", "fill"):
         return list(node["shape"])
     if k == "index":
-        src = _infer_shape(node["source"])
         out = []
         d = 0
         for s in node["selection"]:
@@ -230,7 +229,6 @@ def _infer_shape(node: dict[str, Any]) -> list[int]:
                 d += 1
         if "transpose" in node:
             out = [out[p] for p in node["transpose"]]
-        del src
         return out
     shapes = [_infer_shape(c) for c in node["components"]]
     axis = node["axis"]

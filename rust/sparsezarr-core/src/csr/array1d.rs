@@ -214,14 +214,7 @@ mod tests {
     use crate::store::FsStore;
 
     fn meta(len: u64, shard: u64, inner: u64) -> String {
-        format!(
-            r#"{{"zarr_format":3,"node_type":"array","shape":[{len}],"data_type":"int32",
-            "chunk_grid":{{"name":"regular","configuration":{{"chunk_shape":[{shard}]}}}},
-            "chunk_key_encoding":{{"name":"default"}},"fill_value":0,
-            "codecs":[{{"name":"sharding_indexed","configuration":{{"chunk_shape":[{inner}],
-                "codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"zstd","configuration":{{"level":1,"checksum":false}}}}],
-                "index_codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"crc32c"}}]}}}}]}}"#
-        )
+        crate::csr::test_meta(len, "int32", shard, inner)
     }
 
     fn ints(b: &[u8]) -> Vec<i32> {

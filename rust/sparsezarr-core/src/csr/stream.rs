@@ -248,14 +248,7 @@ mod tests {
     use crate::store::FsStore;
 
     fn meta(len: u64, dt: &str, shard: u64, inner: u64) -> String {
-        format!(
-            r#"{{"zarr_format":3,"node_type":"array","shape":[{len}],"data_type":"{dt}",
-            "chunk_grid":{{"name":"regular","configuration":{{"chunk_shape":[{shard}]}}}},
-            "chunk_key_encoding":{{"name":"default"}},"fill_value":0,
-            "codecs":[{{"name":"sharding_indexed","configuration":{{"chunk_shape":[{inner}],
-                "codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"zstd","configuration":{{"level":1,"checksum":false}}}}],
-                "index_codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"crc32c"}}]}}}}]}}"#
-        )
+        crate::csr::test_meta(len, dt, shard, inner)
     }
 
     fn bytes<T: Copy>(v: &[T]) -> Vec<u8> {

@@ -389,10 +389,55 @@ unsafe fn rec(src: *const u8, dst: *mut u8, axes: &[Axis], itemsize: usize, swap
             return;
         }
         let a = &axes[0];
+        if axes.len() == 2 {
+            // Rows of a strided block usually lie on different pages, out of reach of the
+            // hardware prefetcher: request the rows (of whichever side is strided) a few
+            // iterations ahead.
+            let (src_row, dst_row) = (strided_row_bytes(&a.src, &axes[1].src, axes[1].len, itemsize), strided_row_bytes(&a.dst, &axes[1].dst, axes[1].len, itemsize));
+            for k in 0..a.len {
+                if k + PREFETCH_ROWS < a.len {
+                    prefetch(src.offset(a.src.at(k + PREFETCH_ROWS) + axes[1].src.at(0)), src_row);
+                    prefetch(dst.offset(a.dst.at(k + PREFETCH_ROWS) + axes[1].dst.at(0)), dst_row);
+                }
+                rec(src.offset(a.src.at(k)), dst.offset(a.dst.at(k)), &axes[1..], itemsize, swap);
+            }
+            return;
+        }
         for k in 0..a.len {
             rec(src.offset(a.src.at(k)), dst.offset(a.dst.at(k)), &axes[1..], itemsize, swap);
         }
     }
+}
+
+/// How many rows ahead [`rec`] prefetches.
+const PREFETCH_ROWS: usize = 8;
+
+/// Bytes of one row worth prefetching: the row (`len` elements along `row`) must be contiguous
+/// and short (long rows keep the hardware prefetcher busy by themselves), and consecutive rows
+/// (`outer`) must not follow each other in memory. 0 otherwise.
+#[allow(clippy::cast_possible_wrap)]
+fn strided_row_bytes(outer: &Offsets, row: &Offsets, len: usize, itemsize: usize) -> usize {
+    let bytes = len * itemsize;
+    match (outer, row) {
+        (Offsets::Arith { step: o, .. }, Offsets::Arith { step, .. }) if *step == itemsize as isize && bytes <= 4096 && *o != bytes as isize => bytes,
+        _ => 0,
+    }
+}
+
+/// Hint that the `len` bytes at `p` will be read soon.
+#[inline]
+fn prefetch(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut off = 0;
+        while off < len {
+            // SAFETY: prefetching never faults, whatever the address.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(off).cast::<i8>()) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
 }
 
 /// # Safety

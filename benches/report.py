@@ -31,6 +31,13 @@ OURS = "sparsezarr"
 def run(suite: str, json_path: Path, extra: list[str]) -> None:
     env = dict(os.environ)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS threads would steal the 2 cores
+    # glibc's malloc moves its mmap threshold up to the largest block freed so far, so whether a
+    # tool's multi-megabyte buffers are fresh mmaps (a page fault per 4 KiB page, every call) or
+    # reused heap memory depends on what ran before it in the process: the zarrs package's sharded
+    # writes took 155 ms or 190 ms depending on test order. Fixed thresholds put every tool in the
+    # steady state, whatever ran before it.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 << 20))
     cmd = [
         sys.executable,
         "-m",
@@ -57,8 +64,6 @@ def render(results: dict) -> str:
             storage.append(info)
             continue
         case, tool = info.get("case", b["name"]), info.get("pipeline", "?")
-        if case not in rows:
-            order.append(case)
         if "encode_secs" in info:  # a codec bound measured inside Rust
             prefix = case.split(": ")[0] + ": " if ": " in case else ""
             layout = case[case.index("(") :]
@@ -68,6 +73,8 @@ def render(results: dict) -> str:
                     order.append(name)
                 rows[name][tool] = (info[f"{direction}_secs"], int(info.get("bytes", 0)), 0)
             continue
+        if case not in rows:
+            order.append(case)
         # "secs": a time measured by the benchmark itself (e.g. inside another process)
         secs = float(info["secs"]) if "secs" in info else b["stats"]["min"]
         rows[case][tool] = (secs, int(info.get("bytes", 0)), int(info.get("cells", 0)))

@@ -5,14 +5,16 @@ Run (and render the table with ratios)::
 
     python benches/report.py pipeline
 
-Data: three 4096 x 4096 float32 datasets (see ``make_data``): ``field``, a smooth structure plus
-measurement-like noise rounded to 0.01 (compresses ~1.5x; zstd itself is the bottleneck),
-``smooth``, the noise-free structure (compresses ~3x, so per-chunk overheads matter), and
-``random``, uniform random numbers (barely compressible; zstd mostly stores literals). zstd level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
+Data: three 4096 x 4096 float32 datasets (``sparsezarr.bench.make_data``): ``field``, a smooth
+structure plus measurement-like noise rounded to 0.01 (compresses ~1.5x; zstd itself is the
+bottleneck), ``smooth``, the noise-free structure (compresses ~3x, so per-chunk overheads matter),
+and ``random``, uniform random numbers (barely compressible; zstd mostly stores literals). zstd
+level 1, in a LocalStore on the local disk (warm page cache). Layouts: 256 x 256 chunks
 (unsharded) and 1024 x 1024 shards of 64 x 64 chunks (sharded). Writes go to a fresh directory
-every round; before each round the previous round's output is removed and ``os.sync()`` flushes
-dirty pages, so that neither writeback nor a growing page cache (memory-cgroup reclaim) of
-earlier rounds and earlier tools slows a measurement down.
+every round; before each round the previous round's output is flushed (``os.sync()``) and dropped
+from the page cache, so that neither writeback nor a growing page cache slows a measurement down
+(see ``_Rounds`` for why it is not deleted). ``report.py`` fixes glibc's malloc thresholds so that
+every pipeline runs with the allocator in its steady state.
 """
 
 from __future__ import annotations
@@ -28,30 +30,9 @@ import pytest
 import zarr
 from zarr.codecs import ZstdCodec
 
+from sparsezarr.bench import DATASETS, LAYOUTS, PIPELINES, evict, make_data
+
 N = 4096
-PIPELINES = {
-    "zarr": "zarr.core.codec_pipeline.BatchedCodecPipeline",
-    "zarrs": "zarrs.ZarrsCodecPipeline",
-    "sparsezarr": "sparsezarr.Pipeline",
-}
-LAYOUTS = {
-    "unsharded": dict(chunks=(256, 256)),
-    "sharded": dict(chunks=(64, 64), shards=(1024, 1024)),
-}
-
-
-DATASETS = ["field", "smooth", "random"]
-
-
-def make_data(kind: str = "field", n: int = N) -> np.ndarray:
-    if kind == "random":
-        return np.random.default_rng(7).random((n, n), dtype=np.float32)
-    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
-    structure = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0
-    if kind == "smooth":
-        return structure.astype(np.float32)
-    rng = np.random.default_rng(42)
-    return np.round(structure + rng.normal(0.0, 1.0, (n, n)), 2).astype(np.float32)
 
 
 @pytest.fixture(scope="module", params=DATASETS)
@@ -107,21 +88,24 @@ def _info(benchmark, **kw):
 
 
 class _Rounds:
-    """Fresh output directories, one per round; the previous one is removed before the next."""
+    """Fresh output directories, one per round. Earlier rounds' outputs are kept (deleted with the
+    session's work directory) but flushed and dropped from the page cache: on ext4, creating files
+    right after deleting many others is several times slower (the inode allocator skips recently
+    freed inodes), which would add tens of milliseconds of file-system work to every unsharded
+    write, whichever pipeline runs it."""
 
     def __init__(self, workdir: Path, prefix: str) -> None:
         self.workdir, self.prefix, self.n, self.prev = workdir, prefix, 0, None
 
     def next(self) -> Path:
-        if self.prev is not None:
-            shutil.rmtree(self.prev, ignore_errors=True)
+        self.close()
         self.n += 1
         self.prev = self.workdir / f"{self.prefix}-{self.n}"
         return self.prev
 
     def close(self) -> None:
-        if self.prev is not None:
-            shutil.rmtree(self.prev, ignore_errors=True)
+        if self.prev is not None and self.prev.exists():
+            evict(self.prev)
 
 
 @pytest.mark.parametrize("pipeline", _pipeline_params())

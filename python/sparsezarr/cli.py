@@ -8,6 +8,9 @@
     real 10x dataset's profile) with cell and gene annotations.
 ``sparsezarr info PATH``
     Describe a store (the CSR/CSC matrices in it: shape, values, chunks, stored bytes).
+``sparsezarr bench``
+    Compare zarr-python's default codec pipeline, the ``zarrs`` package (if installed) and
+    ``sparsezarr.Pipeline`` on generated data: full writes and reads, unsharded and sharded.
 """
 
 from __future__ import annotations
@@ -61,6 +64,18 @@ def _example(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     path = write_example_h5ad(args.dst, n_cells=args.cells, n_genes=args.genes, seed=args.seed)
     print(f"wrote {path} ({args.cells:,} cells x {args.genes:,} genes, {path.stat().st_size / 1e6:,.1f} MB) in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sparsezarr import bench
+
+    names = bench.available_pipelines()
+    print(f"{args.size} x {args.size} float32 ({args.dataset} data), zstd level 1, LocalStore; best of {args.rounds}; pipelines: {', '.join(names)}")
+    if "zarrs" not in names:
+        print("(the zarrs package is not installed: pip install 'sparsezarr[bench]' to compare with it)")
+    results = bench.run(args.dataset, size=args.size, rounds=args.rounds, pipelines=names, workdir=args.dir, progress=not args.quiet)
+    print(bench.render(results))
     return 0
 
 
@@ -120,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--genes", type=_int, default=20_000)
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_example)
+
+    b = sub.add_parser("bench", help="compare zarr codec pipelines (zarr-python, zarrs, sparsezarr) on generated data")
+    b.add_argument("--dataset", choices=["field", "smooth", "random"], default="field", help="generated data (default: field, noisy measurements, zstd-bound)")
+    b.add_argument("--size", type=_int, default=4096, help="array side, a multiple of 1024 (default 4096: 64 MiB)")
+    b.add_argument("--rounds", type=int, default=3, help="rounds per case; the best is reported (default 3)")
+    b.add_argument("--dir", default=None, help="directory for the stores (default: the system's temporary directory)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_bench)
 
     i = sub.add_parser("info", help="describe the matrices in a Zarr store")
     i.add_argument("path")

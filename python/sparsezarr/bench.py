@@ -119,6 +119,8 @@ def evict(path: str | os.PathLike[str]) -> None:
     inode allocator skips recently freed inodes), which would add tens of milliseconds of
     file-system work to every unsharded write, whichever pipeline ran it."""
     os.sync()
+    if not hasattr(os, "posix_fadvise"):  # not on macOS: the files just stay cached
+        return
     for f in Path(path).rglob("*"):
         if f.is_file():
             fd = os.open(f, os.O_RDONLY)
@@ -137,7 +139,9 @@ def run(
     progress: bool = True,
 ) -> list[BenchResult]:
     """Time full writes and full reads with each pipeline; returns one result per case and
-    pipeline. ``workdir`` (default: a temporary directory) must be on the file system to measure."""
+    pipeline. ``workdir`` (default: a temporary directory) must be on the file system to measure;
+    everything written there is removed at the end. Fixes this process's malloc thresholds (see
+    :func:`steady_malloc`)."""
     import zarr
 
     if size % 1024:

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,15 +88,23 @@ def _info(benchmark, **kw):
     benchmark.extra_info.update(kw)
 
 
+# The write benchmarks leave ~5 GB of round outputs behind until the session ends (see _Rounds).
+KEEP_BYTES = 5 << 30
+
+
 class _Rounds:
     """Fresh output directories, one per round. Earlier rounds' outputs are kept (deleted with the
     session's work directory) but flushed and dropped from the page cache: on ext4, creating files
     right after deleting many others is several times slower (the inode allocator skips recently
     freed inodes), which would add tens of milliseconds of file-system work to every unsharded
-    write, whichever pipeline runs it."""
+    write, whichever pipeline runs it. Where the disk has no room for them (less than twice
+    ``KEEP_BYTES`` free), they are deleted after all, and a warning says so."""
 
     def __init__(self, workdir: Path, prefix: str) -> None:
         self.workdir, self.prefix, self.n, self.prev = workdir, prefix, 0, None
+        self.keep = shutil.disk_usage(workdir).free > 2 * KEEP_BYTES
+        if not self.keep:
+            warnings.warn("little free disk space: write rounds delete their outputs, which slows file creation down", stacklevel=2)
 
     def next(self) -> Path:
         self.close()
@@ -106,6 +115,8 @@ class _Rounds:
     def close(self) -> None:
         if self.prev is not None and self.prev.exists():
             evict(self.prev)
+            if not self.keep:
+                shutil.rmtree(self.prev, ignore_errors=True)
 
 
 @pytest.mark.parametrize("pipeline", _pipeline_params())

@@ -51,3 +51,20 @@ def test_bench_cli_bad_arguments(args, message, tmp_path, capsys):
 def test_bench_unknown_pipeline():
     with pytest.raises(ValueError, match="unknown pipelines"):
         bench.run(pipelines=["nope"], size=1024, progress=False)
+
+
+def test_bench_deletes_rounds_when_disk_is_short(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    removed: list[str] = []
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(bench.shutil, "disk_usage", lambda path: usage(1, 1, 0))
+    monkeypatch.setattr(bench.shutil, "rmtree", lambda p, **kw: (removed.append(str(p)), real_rmtree(p, **kw))[1])
+    results = bench.run("random", size=1024, rounds=2, pipelines=["sparsezarr"], workdir=tmp_path, progress=False)
+    assert len(results) == 2 * len(bench.LAYOUTS)
+    # every write round's output was removed as soon as it was measured, then the work directory
+    written = [p for p in removed if "/w-" in p]
+    assert len(written) == 2 * len(bench.LAYOUTS)
+    assert list(tmp_path.iterdir()) == []

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import ZstdCodec
 
-from sparsezarr.bench import DATASETS, LAYOUTS, PIPELINES, evict, make_data
+from sparsezarr.bench import DATASETS, LAYOUTS, PIPELINES, create, evict, make_data
 
 N = 4096
 
@@ -71,9 +70,9 @@ def stores(data, dataset, workdir):
     """One store per layout, written once by zarr-python's default pipeline, read by everyone."""
     out = {}
     with zarr.config.set({"codec_pipeline.path": PIPELINES["zarr"]}):
-        for name, kw in LAYOUTS.items():
+        for name in LAYOUTS:
             path = workdir / f"ref-{dataset}-{name}"
-            a = zarr.create_array(store=path, shape=data.shape, dtype="f4", compressors=ZstdCodec(level=1), **kw)
+            a = create(path, data, name)
             a[:] = data
             out[name] = path
     return out
@@ -127,7 +126,7 @@ def test_full_write(benchmark, data, dataset, workdir, pipeline, layout):
     def setup():
         path = rounds.next()
         with zarr.config.set({"codec_pipeline.path": PIPELINES[pipeline]}):
-            arr = zarr.create_array(store=path, shape=data.shape, dtype="f4", compressors=ZstdCodec(level=1), **LAYOUTS[layout])
+            arr = create(path, data, layout)
         os.sync()
         return (arr,), {}
 
@@ -177,7 +176,7 @@ def test_small_write_into_shard(benchmark, data, dataset, workdir, pipeline):
         if src is None:
             src = workdir / f"sw-src-{dataset}-{pipeline}"
             with zarr.config.set({"codec_pipeline.path": PIPELINES["zarr"]}):
-                a = zarr.create_array(store=src, shape=(1024, 1024), dtype="f4", compressors=ZstdCodec(level=1), **LAYOUTS["sharded"])
+                a = create(src, data[:1024, :1024], "sharded")
                 a[:] = data[:1024, :1024]
         shutil.copytree(src, path)
         os.sync()

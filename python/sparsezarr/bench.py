@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "LAYOUTS", "PIPELINES", "BenchResult", "evict", "make_data", "render", "run", "steady_malloc"]
+__all__ = ["DATASETS", "LAYOUTS", "PIPELINES", "BenchResult", "create", "evict", "make_data", "render", "run", "steady_malloc"]
 
 #: Pipelines compared, by the name shown in the table.
 PIPELINES: dict[str, str] = {
@@ -84,7 +84,9 @@ def _pipeline(name: str) -> Iterator[None]:
         yield
 
 
-def _create(path: Path, data: np.ndarray, layout: str):  # noqa: ANN202 - zarr.Array
+def create(path: str | os.PathLike[str], data: np.ndarray, layout: str):  # noqa: ANN201 - zarr.Array
+    """An empty array shaped and typed like ``data``, zstd level 1, with one of the ``LAYOUTS``,
+    created with the current codec pipeline."""
     import zarr
     from zarr.codecs import ZstdCodec
 
@@ -170,7 +172,7 @@ def run(
         with _pipeline("zarr"):
             for layout in LAYOUTS:
                 refs[layout] = root / f"ref-{layout}"
-                _create(refs[layout], data, layout)[:] = data
+                create(refs[layout], data, layout)[:] = data
         for layout, op in cases:
             best = dict.fromkeys(names, float("inf"))
             readers = {}
@@ -187,7 +189,7 @@ def run(
                     if op == "write":
                         path = root / f"w-{layout}-{name}-{next(written)}"
                         with _pipeline(name):
-                            arr = _create(path, data, layout)
+                            arr = create(path, data, layout)
                         os.sync()
                         t = time.perf_counter()
                         arr[:] = data

@@ -692,12 +692,7 @@ class VirtualArray:
             from sparsezarr.sparse import create_sparse
 
             kwargs: dict[str, Any] = {"shape": self.shape, "dtype": self.dtype, "fill_value": self._fill}
-            if chunks is not None:
-                kwargs["chunks"] = chunks
-            if shards is not None:
-                kwargs["shards"] = shards
-            if compressors != "auto":
-                kwargs["compressors"] = compressors
+            kwargs.update(_layout_kwargs(chunks, shards, compressors))
             dest = create_sparse(_store_of(target, mode="w"), path=path or None, overwrite=overwrite, **kwargs)
             step = _block_rows(dest.shards or dest.chunks, n0, row_bytes, block_bytes)
         else:
@@ -735,13 +730,7 @@ class VirtualArray:
         fmt = self.storage
         n_major = self._shape[0] if fmt == "csr" else self._shape[1]
         n_minor = self._shape[1] if fmt == "csr" else self._shape[0]
-        kwargs: dict[str, Any] = {}
-        if chunks is not None:
-            kwargs["chunks"] = chunks
-        if shards is not None:
-            kwargs["shards"] = shards
-        if compressors != "auto":
-            kwargs["compressors"] = compressors
+        kwargs = _layout_kwargs(chunks, shards, compressors)
         writer = CsrWriter(target, n_cols=n_minor, dtype=self._dtype, path=path, format=fmt, overwrite=overwrite, progress=progress, **kwargs)
         step = 16384
         try:
@@ -768,3 +757,12 @@ def _bar(progress: bool, total: int, desc: str) -> Any:
 
     return tqdm(total=total, unit="rows", desc=desc)
 
+
+def _layout_kwargs(chunks: Any, shards: Any, compressors: Any) -> dict[str, Any]:
+    """The chunk/shard/compressor arguments a caller set (``None`` / ``"auto"`` = the writer's own
+    defaults), as keyword arguments for the writer."""
+    given = {"chunks": chunks, "shards": shards}
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    if compressors != "auto":
+        kwargs["compressors"] = compressors
+    return kwargs

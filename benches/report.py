@@ -78,7 +78,7 @@ def render(results: dict) -> str:
         # "secs": a time measured by the benchmark itself (e.g. inside another process)
         secs = float(info["secs"]) if "secs" in info else b["stats"]["min"]
         rows[case][tool] = (secs, int(info.get("bytes", 0)), int(info.get("cells", 0)))
-    tools = [t for t in ("zarr", "zarrs", "anndata+zarr", "anndata+zarrs", "dense+zarrs", "annbatch", "direct", OURS, "rust in memory") if any(t in r for r in rows.values())]
+    tools = [t for t in ("zarr", "zarr-fused", "zarrs", "anndata+zarr", "anndata+zarrs", "dense+zarrs", "annbatch", "direct", OURS, "rust in memory") if any(t in r for r in rows.values())]
     tools += sorted({t for r in rows.values() for t in r} - set(tools))
     others = [t for t in tools if t not in (OURS, "rust in memory")]
     head = "| case | " + " | ".join(tools) + " | " + " | ".join(f"{OURS} vs {t}" for t in others) + " |"

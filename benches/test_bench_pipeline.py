@@ -1,5 +1,5 @@
-"""Codec pipeline benchmarks: zarr-python's default pipeline, the ``zarrs`` package and
-sparsezarr.Pipeline, in the same run, on the same stores.
+"""Codec pipeline benchmarks: zarr-python's default (Batched) pipeline, its Fused pipeline (zarr >=
+3.4), the ``zarrs`` package and sparsezarr.Pipeline, in the same run, on the same stores.
 
 Run (and render the table with ratios)::
 
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import zarr
 
-from sparsezarr.bench import DATASETS, LAYOUTS, PIPELINES, create, evict, make_data
+from sparsezarr.bench import DATASETS, LAYOUTS, PIPELINES, create, evict, make_data, pipeline_available
 
 N = 4096
 
@@ -52,17 +52,8 @@ def workdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _available(name: str) -> bool:
-    if name == "zarrs":
-        try:
-            import zarrs  # noqa: F401
-        except ImportError:
-            return False
-    return True
-
-
 def _pipeline_params():
-    return [pytest.param(p, marks=pytest.mark.skipif(not _available(p), reason=f"{p} not installed")) for p in PIPELINES]
+    return [pytest.param(p, marks=pytest.mark.skipif(not pipeline_available(p), reason=f"{p} is not available with this zarr / these packages")) for p in PIPELINES]
 
 
 @pytest.fixture(scope="module")

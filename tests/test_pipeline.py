@@ -284,7 +284,16 @@ def test_get_results_are_returned(tmp_path, ours):
     a = zarr.create_array(store=tmp_path / "g", shape=(6,), chunks=(2,), dtype="i1")
     a[:2] = 1
     p = pipeline_of(a)
-    spec = a._async_array.metadata.get_chunk_spec((0,), a._async_array.config, zarr.core.buffer.default_buffer_prototype())
+    from zarr.core.array_spec import ArraySpec
+
+    meta = a._async_array.metadata
+    spec = ArraySpec(
+        shape=(2,),
+        dtype=meta.data_type,
+        fill_value=meta.fill_value,
+        config=a._async_array.config,
+        prototype=zarr.core.buffer.default_buffer_prototype(),
+    )
     from zarr.core.buffer import cpu
 
     out = cpu.NDBuffer.from_numpy_array(np.zeros(4, "i1"))
@@ -420,3 +429,30 @@ def test_numcodecs_v3_codecs_interoperate(codec):
             if reader == OURS:
                 assert_native(b)
             np.testing.assert_array_equal(b[:], data)
+
+
+def test_strict_mode_names_the_reason_for_unsupported_arrays(tmp_path):
+    """An array the engine cannot run (here a v2 ``delta`` filter) raises FallbackError with the
+    real reason in strict mode, on write and on read, and the pipeline stays in array mode (zarr
+    retries construction with ``from_codecs`` when it raises NotImplementedError, which would hide
+    the reason)."""
+    import numcodecs
+
+    data = np.arange(100, dtype="f8")
+    kwargs = dict(shape=(100,), chunks=(10,), dtype="f8", zarr_format=2, filters=numcodecs.Delta(dtype="f8"), compressors=numcodecs.GZip(level=1))
+    with use_pipeline(ZARR_DEFAULT):
+        ref = zarr.create_array(store=tmp_path / "ref", **kwargs)
+        ref[:] = data
+    with zarr.config.set({"codec_pipeline.path": OURS, "codec_pipeline.strict": True}):
+        a = zarr.create_array(store=tmp_path / "a", **kwargs)
+        assert pipeline_of(a).metadata is not None
+        with pytest.raises(FallbackError, match="'delta' runs in Python"):
+            a[:] = data
+        r = zarr.open_array(tmp_path / "ref", mode="r")
+        with pytest.raises(FallbackError, match="'delta' runs in Python"):
+            r[:]
+    with use_pipeline(OURS):  # without strict mode: zarr's pipeline does the work, correctly
+        a = zarr.open_array(tmp_path / "a", mode="r+")
+        a[:] = data
+        np.testing.assert_array_equal(a[:], data)
+        np.testing.assert_array_equal(zarr.open_array(tmp_path / "ref", mode="r")[:], data)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sparsezarr._compat import regular_chunk_shape, sharding_index_location
+
 if TYPE_CHECKING:
     from zarr.abc.codec import Codec
     from zarr.core.array_spec import ArraySpec
@@ -90,7 +92,7 @@ def codec_json(codec: Codec) -> dict[str, Any] | Unsupported:
                 "chunk_shape": list(codec.chunk_shape),
                 "codecs": inner,
                 "index_codecs": index,
-                "index_location": codec.index_location.value,
+                "index_location": sharding_index_location(codec),
             },
         }
     try:
@@ -160,15 +162,14 @@ def fill_bytes(dtype: np.dtype[Any], fill: Any) -> bytes:
 
 
 def _chunk_shape(metadata: ArrayMetadata) -> tuple[int, ...] | Unsupported:
-    from zarr.core.chunk_grids import RegularChunkGrid
     from zarr.core.metadata.v2 import ArrayV2Metadata
 
     if isinstance(metadata, ArrayV2Metadata):
         return tuple(metadata.chunks)
-    grid = metadata.chunk_grid
-    if not isinstance(grid, RegularChunkGrid):
-        return Unsupported(f"chunk grid {type(grid).__name__} runs in Python")
-    return tuple(grid.chunk_shape)
+    shape = regular_chunk_shape(metadata)
+    if shape is None:
+        return Unsupported(f"chunk grid {metadata.chunk_grid.to_dict().get('name')!r} runs in Python")
+    return shape
 
 
 def _v2_placeholder_fill(dtype: np.dtype[Any]) -> Any:

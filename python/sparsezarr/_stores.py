@@ -14,9 +14,10 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore, MemoryStore
+from zarr.storage import LocalStore
 
 from sparsezarr import _lib
+from sparsezarr._compat import memory_mapping
 
 
 def rust_store(store: Any) -> Any:
@@ -25,8 +26,8 @@ def rust_store(store: Any) -> Any:
     if type(store) is LocalStore:
         return _lib.LocalStore(str(store.root), read_only=store.read_only)
     proto = default_buffer_prototype()
-    if type(store) is MemoryStore and type(store._store_dict) is dict:
-        d = store._store_dict
+    d = memory_mapping(store)
+    if d is not None:
 
         def get_mem(key: str) -> Any:
             buf = d.get(key)

@@ -1,7 +1,8 @@
 """A quick comparison of zarr-python codec pipelines on generated data (``sparsezarr bench``).
 
-Every available pipeline (zarr-python's default ``BatchedCodecPipeline``, the ``zarrs`` package
-if it is installed, and :class:`sparsezarr.Pipeline`) writes and reads the same array in the same
+Every available pipeline (zarr-python's default ``BatchedCodecPipeline``, its opt-in
+``FusedCodecPipeline`` where the installed zarr has it (3.4 and later), the ``zarrs`` package if it
+is installed, and :class:`sparsezarr.Pipeline`) writes and reads the same array in the same
 run: a ``size`` x ``size`` float32 array, zstd level 1, in a ``LocalStore``, unsharded
 (256 x 256 chunks) and sharded (1024 x 1024 shards of 64 x 64 chunks). Times are the best of
 ``rounds``; the pipelines take turns round by round, with glibc's malloc thresholds fixed (see
@@ -16,6 +17,7 @@ codec bound; ``BENCHMARKS.md`` records its results.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -28,11 +30,26 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "LAYOUTS", "PIPELINES", "BenchResult", "create", "evict", "make_data", "render", "run", "steady_malloc"]
+__all__ = [
+    "DATASETS",
+    "LAYOUTS",
+    "PIPELINES",
+    "BenchResult",
+    "available_pipelines",
+    "create",
+    "evict",
+    "make_data",
+    "pipeline_available",
+    "render",
+    "run",
+    "steady_malloc",
+]
 
-#: Pipelines compared, by the name shown in the table.
+#: Pipelines compared, by the name shown in the table: zarr-python's default (Batched) pipeline,
+#: its opt-in Fused pipeline (zarr >= 3.4), the ``zarrs`` package and ours.
 PIPELINES: dict[str, str] = {
     "zarr": "zarr.core.codec_pipeline.BatchedCodecPipeline",
+    "zarr-fused": "zarr.core.codec_pipeline.FusedCodecPipeline",
     "zarrs": "zarrs.ZarrsCodecPipeline",
     "sparsezarr": "sparsezarr.Pipeline",
 }
@@ -71,9 +88,21 @@ def make_data(kind: str = "field", n: int = 4096) -> np.ndarray:
     return np.round(structure + rng.normal(0.0, 1.0, (n, n)), 2).astype(np.float32)
 
 
+def pipeline_available(name: str) -> bool:
+    """Whether pipeline ``name`` can run here: ``zarrs`` needs its package, ``zarr-fused`` a zarr
+    that has ``FusedCodecPipeline`` (3.4 and later)."""
+    module, _, cls = PIPELINES[name].rpartition(".")
+    if importlib.util.find_spec(module.partition(".")[0]) is None:
+        return False
+    try:
+        return hasattr(importlib.import_module(module), cls)
+    except ImportError:
+        return False
+
+
 def available_pipelines() -> list[str]:
-    """The pipelines that can run here (``zarrs`` only if the package is installed)."""
-    return [p for p in PIPELINES if p != "zarrs" or importlib.util.find_spec("zarrs") is not None]
+    """The pipelines that can run here (see :func:`pipeline_available`)."""
+    return [p for p in PIPELINES if pipeline_available(p)]
 
 
 @contextmanager

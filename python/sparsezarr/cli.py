@@ -9,7 +9,8 @@
 ``sparsezarr info PATH``
     Describe a store (the CSR/CSC matrices in it: shape, values, chunks, stored bytes).
 ``sparsezarr bench``
-    Compare zarr-python's default codec pipeline, the ``zarrs`` package (if installed) and
+    Compare zarr-python's default codec pipeline (and its Fused pipeline on zarr >= 3.4), the
+    ``zarrs`` package (if installed) and
     ``sparsezarr.Pipeline`` on generated data: full writes and reads, unsharded and sharded.
 """
 
@@ -74,6 +75,10 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"{args.size} x {args.size} float32 ({args.dataset} data), zstd level 1, LocalStore; best of {args.rounds}; pipelines: {', '.join(names)}")
     if "zarrs" not in names:
         print("(the zarrs package is not installed: pip install 'sparsezarr[bench]' to compare with it)")
+    if "zarr-fused" not in names:
+        import zarr
+
+        print(f"(zarr {zarr.__version__} has no FusedCodecPipeline: zarr >= 3.4 adds it to the comparison)")
     results = bench.run(args.dataset, size=args.size, rounds=args.rounds, pipelines=names, workdir=args.dir, progress=not args.quiet)
     print(bench.render(results))
     return 0
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_example)
 
-    b = sub.add_parser("bench", help="compare zarr codec pipelines (zarr-python, zarrs, sparsezarr) on generated data")
+    b = sub.add_parser("bench", help="compare zarr codec pipelines (zarr-python Batched and Fused, zarrs, sparsezarr) on generated data")
     b.add_argument("--dataset", choices=["field", "smooth", "random"], default="field", help="generated data (default: field, noisy measurements, zstd-bound)")
     b.add_argument("--size", type=_int, default=4096, help="array side, a multiple of 1024 (default 4096: 64 MiB)")
     b.add_argument("--rounds", type=int, default=3, help="rounds per case; the best is reported (default 3)")

@@ -33,9 +33,9 @@ from zarr.abc.codec import Codec, CodecPipeline
 from zarr.core.buffer import cpu
 from zarr.core.codec_pipeline import BatchedCodecPipeline, codecs_from_list
 from zarr.registry import register_pipeline
-from zarr.storage import LocalStore, MemoryStore
 
 from sparsezarr import _lib
+from sparsezarr._compat import check_writable, ensure_open, is_local_store, memory_mapping
 from sparsezarr._metadata import EMPTY, Unsupported, custom_codec, engine_args, spec_engine_args
 from sparsezarr._settings import Settings
 from sparsezarr.errors import FallbackError, MetadataError, UnsupportedError
@@ -143,9 +143,10 @@ class Pipeline(CodecPipeline):
             else:
                 self._engine = _lib.ArrayEngine(**kwargs, **self.settings.engine_kwargs())
         except (UnsupportedError, MetadataError) as e:
+            # Not raised here even in strict mode: zarr builds pipelines inside
+            # ``except NotImplementedError`` (our errors derive from it) and would quietly retry
+            # with ``from_codecs``. The first read or write raises FallbackError with this reason.
             self._unsupported = str(e)
-            if self.settings.strict:
-                raise FallbackError(f"array not supported by sparsezarr.Pipeline (strict mode): {e}") from e
             logger.debug("sparsezarr: array falls back to zarr-python's pipeline: %s", e)
 
     @classmethod
@@ -194,10 +195,20 @@ class Pipeline(CodecPipeline):
 
     @property
     def supports_partial_decode(self) -> bool:
+        """Whether reading part of a chunk fetches and decodes only what the selection needs.
+
+        True when the array->bytes codec decodes partially (sharding: only the inner chunks a
+        selection touches are fetched, by byte range, and decoded) and no array->array or
+        bytes->bytes codec has to see the whole chunk; the engine and the fallback pipeline then
+        both read partially. This is the same rule zarr's own pipelines apply.
+        """
         return self._batched().supports_partial_decode
 
     @property
     def supports_partial_encode(self) -> bool:
+        """Whether writing part of a chunk re-encodes only what the selection touches (sharding:
+        the touched inner chunks are re-encoded, all others are copied as stored bytes). Same
+        rule as :attr:`supports_partial_decode`."""
         return self._batched().supports_partial_encode
 
     def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid) -> None:
@@ -313,13 +324,13 @@ class Pipeline(CodecPipeline):
             return engine, "values", ""
         # Exact types only: subclasses may change how values are stored or checked.
         store = getattr(batch[0][0], "store", None)
-        if type(store) is LocalStore:
+        if is_local_store(store):
             return engine, store, "local"
-        if type(store) is MemoryStore and type(store._store_dict) is dict:
+        if memory_mapping(store) is not None:
             return engine, store, "memory"
         return f"store {type(store).__name__} is not handled in Rust"
 
-    def _local_handle(self, store: LocalStore) -> _lib.LocalStore:
+    def _local_handle(self, store: Any) -> _lib.LocalStore:
         key = (str(store.root), store.read_only)
         handle = self._local_stores.get(key)
         if handle is None:
@@ -335,19 +346,19 @@ class Pipeline(CodecPipeline):
         target = self._native_target(batch, out_arr)
         if isinstance(target, str):
             STATS["read.fallback"] += 1
-            await self._fall_back(target).read(batch, out, drop_axes)
-            return tuple(_PRESENT for _ in batch)
+            results = await self._fall_back(target).read(batch, out, drop_axes)
+            # zarr >= 3.3 reports per chunk; older zarr returns nothing (and ignores our result).
+            return tuple(results) if results is not None else tuple(_PRESENT for _ in batch)
         STATS[f"read.rust.{target[2]}"] += 1
         engine, store, kind = target
         swap = _swap_unit(out_arr.dtype)
         work = out_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
         if kind == "local":
-            if not store._is_open:
-                await store._open()
+            await ensure_open(store)
             present = await self._run(work, engine.read_local, self._local_handle(store), batch, out_arr, axes, swap)
         elif kind == "memory":
-            present = await self._run(work, engine.read_mapping, store._store_dict, batch, out_arr, axes, swap)
+            present = await self._run(work, engine.read_mapping, memory_mapping(store), batch, out_arr, axes, swap)
         else:
             values = await asyncio.gather(*(bg.get(prototype=spec.prototype) for bg, spec, *_ in batch))
             arrays = [None if v is None else v.as_numpy_array() for v in values]
@@ -372,15 +383,13 @@ class Pipeline(CodecPipeline):
         work = value_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
         if kind == "local":
-            if store.read_only:
-                store._check_writable()
-            if not store._is_open:
-                await store._open()
+            check_writable(store)
+            await ensure_open(store)
             await self._run(work, engine.write_local, self._local_handle(store), batch, value_arr, axes, swap, write_empty)
         elif kind == "memory":
-            store._check_writable()
-            updates = await self._run(work, engine.write_mapping, store._store_dict, batch, value_arr, axes, swap, write_empty)
-            mapping = store._store_dict
+            check_writable(store)
+            mapping = memory_mapping(store)
+            updates = await self._run(work, engine.write_mapping, mapping, batch, value_arr, axes, swap, write_empty)
             make = spec.prototype.buffer.from_array_like
             for key, data in updates:
                 if data is None:

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 import zarr
-from zarr.storage import LocalStore, MemoryStore
+from zarr.storage import LocalStore
 
 from sparsezarr import _lib
+from sparsezarr._compat import memory_mapping
 from sparsezarr._metadata import fill_bytes
 from sparsezarr._settings import Settings
 from sparsezarr.codec import CODEC_NAME, SPARSE_KINDS, SparseCodec, default_sub_codecs
@@ -390,8 +391,8 @@ class SparseArray:
 
     def _fetch(self, keys: list[str]) -> dict[str, Any]:
         store = self._store
-        if type(store) is MemoryStore and type(store._store_dict) is dict:
-            d = store._store_dict
+        d = memory_mapping(store)
+        if d is not None:
             return {k: (d[k].as_numpy_array() if k in d else None) for k in keys}
         proto = zarr.core.buffer.default_buffer_prototype()
 

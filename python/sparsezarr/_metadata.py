@@ -93,6 +93,9 @@ def codec_json(codec: Codec) -> dict[str, Any] | Unsupported:
                 "codecs": inner,
                 "index_codecs": index,
                 "index_location": sharding_index_location(codec),
+                # Not stored metadata (zarr >= 3.4 codec attribute; zarr 3.1 always writes
+                # Morton order): the engine's physical order of inner chunks in new shards.
+                "subchunk_write_order": getattr(codec, "subchunk_write_order", "morton"),
             },
         }
     try:

@@ -1,7 +1,7 @@
 """pytest plugin used when running zarr-python's test suite against sparsezarr.Pipeline.
 
 * Fails the session at start if zarr does not resolve the configured pipeline to ours.
-* Turns every entry of ``known_failures.txt`` into a strict expected failure (with its reason).
+* Turns every entry of the ``known_failures-<zarr version>.txt`` list into a strict expected failure (with its reason).
 * Reports, at the end, how many pipeline calls ran natively in Rust and how many fell back.
 """
 
@@ -26,7 +26,7 @@ def _known_failures() -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         node, _, reason = line.partition(" # ")
-        entries[node.strip()] = reason.strip() or "listed in known_failures.txt"
+        entries[node.strip()] = reason.strip() or "listed as a known failure"
     return entries
 
 
@@ -84,4 +84,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         tr.write_line(f"  fallback x{n}: {reason}")
     unmatched = getattr(config, "_sparsezarr_unmatched", [])
     if unmatched:
-        tr.write_line(f"known_failures.txt entries that matched no collected test: {unmatched}")
+        tr.write_line(f"known-failure entries that matched no collected test: {unmatched}")

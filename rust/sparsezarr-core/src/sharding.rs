@@ -7,12 +7,17 @@
 //! the output. Writes re-encode only the inner chunks they touch and copy the stored bytes of all
 //! others unchanged. Inner chunk codecs may themselves be sharded (nested sharding).
 //!
+//! Inner chunks are laid out in the shard in the order zarr-python writes them: Morton (Z) order
+//! by default, or the `subchunk_write_order` that zarr-python >= 3.4 lets a sharding codec choose
+//! (see [`WriteOrder`]). The order is not part of the stored metadata (readers use the index), so
+//! the Python side passes it in the configuration the engine gets.
+//!
 //! [`ShardLayout`] is the codec-independent part (grid, index, fetching inner chunks, assembling a
 //! shard) and is shared by dense arrays ([`ShardingPlan`]) and sparse arrays.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use zarrs::array::FillValue;
 use zarrs::metadata::v3::MetadataV3;
@@ -58,12 +63,82 @@ pub fn c_coords(mut lin: u64, grid: &[u64]) -> Vec<u64> {
     coords
 }
 
+/// The physical order of inner chunks in a shard written by the engine (zarr-python's
+/// `subchunk_write_order`). Reads do not depend on it: they follow the shard index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteOrder {
+    /// Z-order curve, zarr-python's default: the bits of the coordinates interleaved, the first
+    /// dimension in the lowest bit of each level, dimensions that run out of bits skipped.
+    #[default]
+    Morton,
+    /// C order (the last dimension varies fastest); zarr's `unordered` writes this too.
+    Lexicographic,
+    /// Fortran order (the first dimension varies fastest).
+    Colexicographic,
+}
+
+impl WriteOrder {
+    /// Parse zarr-python's name of an order (`morton`, `lexicographic`, `colexicographic`,
+    /// `unordered`).
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] for other names.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "morton" => Ok(Self::Morton),
+            "lexicographic" | "unordered" => Ok(Self::Lexicographic),
+            "colexicographic" => Ok(Self::Colexicographic),
+            other => Err(Error::InvalidMetadata(format!("sharding_indexed: unknown subchunk_write_order {other:?}"))),
+        }
+    }
+
+    /// The C-order linear indices of a `grid`'s chunks in this order.
+    #[must_use]
+    pub fn permutation(self, grid: &[u64]) -> Vec<usize> {
+        let n = usize::try_from(grid.iter().product::<u64>()).unwrap_or(0);
+        let mut order: Vec<usize> = (0..n).collect();
+        match self {
+            Self::Lexicographic => {}
+            Self::Colexicographic => {
+                let reversed: Vec<u64> = grid.iter().rev().copied().collect();
+                for (pos, slot) in order.iter_mut().enumerate() {
+                    let mut coords = c_coords(pos as u64, &reversed);
+                    coords.reverse();
+                    *slot = c_linear(&coords, grid);
+                }
+            }
+            Self::Morton => {
+                let bits: Vec<u32> = grid.iter().map(|&g| u64::BITS - g.saturating_sub(1).leading_zeros()).collect();
+                let max_bits = bits.iter().copied().max().unwrap_or(0);
+                let code = |lin: usize| -> u128 {
+                    let coords = c_coords(lin as u64, grid);
+                    let (mut z, mut out) = (0u128, 0u32);
+                    for bit in 0..max_bits {
+                        for (dim, &c) in coords.iter().enumerate() {
+                            if bit < bits[dim] {
+                                z |= u128::from((c >> bit) & 1) << out;
+                                out += 1;
+                            }
+                        }
+                    }
+                    z
+                };
+                order.sort_by_cached_key(|&lin| code(lin));
+            }
+        }
+        order
+    }
+}
+
 /// The layout of shards: their inner chunk grid and their index.
 #[derive(Debug)]
 pub struct ShardLayout {
     inner_shape: Vec<u64>,
     grid: Vec<u64>,
     n_inner: usize,
+    write_order: WriteOrder,
+    /// C-order linear indices of the inner chunks in `write_order` (built on the first write).
+    write_permutation: OnceLock<Vec<usize>>,
     index: IndexPlan,
     index_at_start: bool,
     index_size: u64,
@@ -79,8 +154,8 @@ impl ShardLayout {
     pub fn new(meta: &MetadataV3, shard_shape: &[u64], options: &EngineOptions) -> Result<(Self, Vec<MetadataV3>)> {
         let bad = |m: &str| Error::InvalidMetadata(format!("sharding_indexed: {m}"));
         let cfg = meta.configuration().ok_or_else(|| bad("missing configuration"))?;
-        let inner_shape: Vec<u64> = serde_json::from_value(cfg.get("chunk_shape").cloned().ok_or_else(|| bad("missing chunk_shape"))?)
-            .map_err(|e| bad(&e.to_string()))?;
+        let inner_shape: Vec<u64> =
+            serde_json::from_value(cfg.get("chunk_shape").cloned().ok_or_else(|| bad("missing chunk_shape"))?).map_err(|e| bad(&e.to_string()))?;
         if inner_shape.len() != shard_shape.len() {
             return Err(bad("chunk_shape rank differs from the array rank"));
         }
@@ -93,14 +168,17 @@ impl ShardLayout {
         let index_codecs = codecs_from_json(
             cfg.get("index_codecs").unwrap_or(&serde_json::json!([{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}])),
         )?;
+        let write_order = match cfg.get("subchunk_write_order") {
+            None | Some(serde_json::Value::Null) => WriteOrder::default(),
+            Some(v) => WriteOrder::parse(v.as_str().ok_or_else(|| bad("subchunk_write_order must be a string"))?)?,
+        };
         let index_at_start = match cfg.get("index_location").and_then(|v| v.as_str()).unwrap_or("end") {
             "start" => true,
             "end" => false,
             other => return Err(bad(&format!("index_location {other:?}"))),
         };
         let native_bytes = |m: &MetadataV3| {
-            m.name() == "bytes"
-                && m.configuration().and_then(|c| c.get("endian")).and_then(|e| e.as_str()).is_none_or(|e| e == "little")
+            m.name() == "bytes" && m.configuration().and_then(|c| c.get("endian")).and_then(|e| e.as_str()).is_none_or(|e| e == "little")
         };
         let (index, index_size) = match index_codecs.as_slice() {
             [b] if native_bytes(b) => (IndexPlan::Native { crc: false }, n_inner as u64 * 16),
@@ -108,17 +186,23 @@ impl ShardLayout {
             _ => {
                 let mut index_shape = grid.clone();
                 index_shape.push(2);
-                let repr = ArrayRepr {
-                    shape: index_shape,
-                    data_type: zarrs::array::data_type::uint64(),
-                    fill_value: FillValue::from(MISSING),
-                };
+                let repr = ArrayRepr { shape: index_shape, data_type: zarrs::array::data_type::uint64(), fill_value: FillValue::from(MISSING) };
                 let plan = CodecPlan::new(&index_codecs, repr, options)?;
                 let size = plan.fixed_encoded_size().ok_or_else(|| bad("index codecs must produce a fixed-size encoding"))?;
                 (IndexPlan::General(Box::new(plan)), size)
             }
         };
-        let layout = Self { inner_shape, grid, n_inner, index, index_at_start, index_size, options: options.clone() };
+        let layout = Self {
+            inner_shape,
+            grid,
+            n_inner,
+            write_order,
+            write_permutation: OnceLock::new(),
+            index,
+            index_at_start,
+            index_size,
+            options: options.clone(),
+        };
         Ok((layout, codecs))
     }
 
@@ -310,20 +394,20 @@ impl ShardLayout {
     ///
     /// # Errors
     /// Returns an error if the index cannot be encoded.
-    pub fn assemble(&self, chunks: Vec<Option<Vec<u8>>>) -> Result<Encoded> {
+    pub fn assemble(&self, mut chunks: Vec<Option<Vec<u8>>>) -> Result<Encoded> {
         let base = if self.index_at_start { self.index_size } else { 0 };
         let mut entries = vec![MISSING; 2 * self.n_inner];
         let mut pos = base;
-        for (lin, c) in chunks.iter().enumerate() {
-            if let Some(c) = c {
+        let mut parts = Vec::with_capacity(chunks.len() + 1);
+        for &lin in self.write_permutation.get_or_init(|| self.write_order.permutation(&self.grid)) {
+            if let Some(c) = chunks.get_mut(lin).and_then(Option::take) {
                 entries[2 * lin] = pos;
                 entries[2 * lin + 1] = c.len() as u64;
                 pos += c.len() as u64;
+                parts.push(c);
             }
         }
         let index = self.encode_index(&entries)?;
-        let mut parts = Vec::with_capacity(chunks.len() + 1);
-        parts.extend(chunks.into_iter().flatten());
         if self.index_at_start {
             parts.insert(0, index);
         } else {
@@ -425,11 +509,8 @@ impl ShardingPlan {
         byteswap(&mut fill, swap);
         let key = value.key();
         // Everything (or nearly) is needed, or the value is in memory anyway: take it whole.
-        let whole: Option<Cow<'_, [u8]>> = if parts.len() * 2 > layout.n_inner || value.fingerprint().is_none() {
-            Some(value.read_all()?)
-        } else {
-            None
-        };
+        let whole: Option<Cow<'_, [u8]>> =
+            if parts.len() * 2 > layout.n_inner || value.fingerprint().is_none() { Some(value.read_all()?) } else { None };
         let index: Arc<Vec<u64>> = match &whole {
             Some(bytes) => Arc::new(layout.index_from_bytes(key, bytes)?),
             None => layout.load_index(value, cache)?,
@@ -456,7 +537,13 @@ impl ShardingPlan {
     ///
     /// # Errors
     /// Returns an error if the existing shard is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Encoded>> {
+    pub fn write_from(
+        &self,
+        existing: Option<&dyn ValueReader>,
+        sel: &Selection,
+        src: &ValueSource<'_>,
+        write_empty: bool,
+    ) -> Result<Option<Encoded>> {
         let layout = &self.layout;
         let parts = sel.partition(&layout.inner_shape);
         let covers = sel.covers(&self.shard.shape);
@@ -478,10 +565,8 @@ impl ShardingPlan {
             let lin = layout.linear(coords);
             let prev = if sub.covers(&layout.inner_shape) { None } else { old_chunk(lin) };
             let prev_value = prev.map(|b| BytesValue::new(key, b));
-            let new = self
-                .inner
-                .write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty)
-                .map_err(|e| e.with_key(key))?;
+            let new =
+                self.inner.write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty).map_err(|e| e.with_key(key))?;
             Ok((lin, new.map(Encoded::into_vec)))
         })?;
         let old = old_bytes.as_deref().zip(old_index.as_deref());
@@ -591,6 +676,27 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let repr = ArrayRepr { shape: vec![4, 6], data_type: zarrs::array::data_type::uint16(), fill_value: FillValue::from(7u16) };
         CodecPlan::new(&codecs_from_json(&v).unwrap(), repr, &EngineOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn write_orders_match_zarr_python() {
+        // zarr-python's orders for a (3, 2) grid of inner chunks, as C-order linear indices;
+        // Morton: bits interleaved with dimension 0 lowest, (3, 2) clipped out of the 4 x 2 curve.
+        let grid = [3, 2];
+        let lin = |c: &[(u64, u64)]| c.iter().map(|&(a, b)| c_linear(&[a, b], &grid)).collect::<Vec<_>>();
+        assert_eq!(WriteOrder::Morton.permutation(&grid), lin(&[(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1)]));
+        assert_eq!(WriteOrder::Lexicographic.permutation(&grid), lin(&[(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]));
+        assert_eq!(WriteOrder::Colexicographic.permutation(&grid), lin(&[(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]));
+        assert_eq!(WriteOrder::parse("unordered").unwrap(), WriteOrder::Lexicographic);
+        assert!(WriteOrder::parse("hilbert").is_err());
+        // Every order is a permutation, also for grids with singleton and uneven dimensions.
+        for grid in [vec![1u64], vec![5, 1, 3], vec![7, 9], vec![2, 2, 2, 2]] {
+            for order in [WriteOrder::Morton, WriteOrder::Lexicographic, WriteOrder::Colexicographic] {
+                let mut p = order.permutation(&grid);
+                p.sort_unstable();
+                assert_eq!(p, (0..grid.iter().product::<u64>() as usize).collect::<Vec<_>>());
+            }
+        }
     }
 
     fn as_bytes(v: &[u16]) -> Vec<u8> {

@@ -166,6 +166,19 @@ where
     if in_pool() && items.len() > 1 { items.into_par_iter().try_for_each(f) } else { items.into_iter().try_for_each(f) }
 }
 
+/// Map `f` over every owned item (in order), in parallel inside a pool and sequentially outside
+/// one.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn try_map_owned<T: Send, R: Send, F>(items: Vec<T>, f: F) -> Result<Vec<R>>
+where
+    F: Fn(T) -> Result<R> + Sync + Send,
+{
+    use rayon::prelude::*;
+    if in_pool() && items.len() > 1 { items.into_par_iter().map(f).collect() } else { items.into_iter().map(f).collect() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

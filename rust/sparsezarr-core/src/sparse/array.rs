@@ -18,7 +18,7 @@ use crate::with_width;
 use crate::codec::{EngineOptions, Encoded};
 use crate::engine::Concurrency;
 use crate::error::{Error, Result};
-use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map};
+use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map, try_map_owned};
 use crate::selection::DimSel;
 use crate::sharding::{IndexCache, ShardLayout};
 use crate::store::ChunkStore;
@@ -690,8 +690,10 @@ impl SparseArray {
     /// Replace the content of the box `start..start+shape` with `input` (coordinates relative to
     /// `start`). Entries equal to the fill value are not stored; chunks left empty are deleted.
     ///
-    /// Chunks the box covers only partly are read and decoded first, all of them, before anything
-    /// is stored: invalid input or a corrupt existing chunk changes nothing.
+    /// Chunks the box covers only partly are read and decoded first, and every stored value is
+    /// encoded (which validates the input chunk by chunk) before any is stored: invalid input or a
+    /// corrupt existing chunk changes nothing. The encoded values of one call are held in memory
+    /// together until they are stored.
     ///
     /// # Errors
     /// Returns [`Error::InvalidArgument`] for input outside the box, mismatched lengths or (with
@@ -796,10 +798,12 @@ impl SparseArray {
             }
             Ok(Prepared { key, old: Some((bytes, old_index)), kept })
         })?;
-        // 5. Encode and store every stored value.
+        // 5. Encode every stored value before storing any: building a chunk is also where invalid
+        // input is found (repeated coordinates with `Duplicates::Error`), and an error must leave
+        // the store unchanged, whichever stored value the parallel workers reach first.
         let fresh = &fresh;
         let items: Vec<_> = outers.iter().zip(prepared).collect();
-        try_for_each_owned(items, |((_, members), mut prep)| {
+        let encoded: Vec<(String, Option<Encoded>)> = try_map_owned(items, |((_, members), prep)| {
             let encode_chunk = |b: usize| -> Result<Option<Vec<u8>>> {
                 let new = fresh(b)?;
                 let merged = match prep.kept.get(&b) {
@@ -820,11 +824,12 @@ impl SparseArray {
                     l.rebuild(old, changes)?
                 }
             };
-            prep.kept.clear();
-            match new {
-                Some(enc) => store.set_encoded(&prep.key, enc),
-                None => store.erase(&prep.key),
-            }
+            Ok((prep.key, new))
+        })?;
+        // 6. Store them.
+        try_for_each_owned(encoded, |(key, new)| match new {
+            Some(enc) => store.set_encoded(&key, enc),
+            None => store.erase(&key),
         })
     }
 
@@ -1923,6 +1928,35 @@ mod tests {
             let a: Vec<i64> = (0..ndim).map(|d| r.coords.get(d * r.nnz + k - 1)).collect();
             let b: Vec<i64> = (0..ndim).map(|d| r.coords.get(d * r.nnz + k)).collect();
             assert!(a < b, "not canonical at {k}: {a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn failed_write_changes_nothing_whichever_chunk_fails() {
+        // Repeated coordinates are found while the chunks are built, in parallel. Put them in the
+        // last chunk / shard of a write covering the whole array: every other stored value of the
+        // write would be replaced (here: erased, since it gets no entries) if any were stored
+        // before the error.
+        for shards in [None, Some(&[8u64, 10][..])] {
+            let dir = std::env::temp_dir().join(format!("szsparse-fail-{}-{}", std::process::id(), shards.is_some()));
+            let store = FsStore::new(&dir, false);
+            let arr = SparseArray::from_metadata_json(&meta(&[13, 17], &[4, 5], shards), None, "", EngineOptions::default(), Concurrency::default()).unwrap();
+            let rows: Vec<i64> = (0..13).collect();
+            let cols: Vec<i64> = (0..13).collect();
+            let vals: Vec<u8> = (1..=13i32).flat_map(i32::to_ne_bytes).collect();
+            arr.write(&store, &[0, 0], &[13, 17], &SparseInput::Coo { coords: &[Indices::I64(&rows), Indices::I64(&cols)], values: &vals }, Duplicates::Error)
+                .unwrap();
+            let before = densify(&arr.read(&store, &[DimSel::range(0, 13), DimSel::range(0, 17)], ReadFormat::Coo, None).unwrap());
+            for _ in 0..20 {
+                let dup_r = [12i64, 12];
+                let dup_c = [16i64, 16];
+                let v: Vec<u8> = [5i32, 6].iter().flat_map(|x| x.to_ne_bytes()).collect();
+                let input = SparseInput::Coo { coords: &[Indices::I64(&dup_r), Indices::I64(&dup_c)], values: &v };
+                assert!(arr.write(&store, &[0, 0], &[13, 17], &input, Duplicates::Error).is_err());
+                let after = densify(&arr.read(&store, &[DimSel::range(0, 13), DimSel::range(0, 17)], ReadFormat::Coo, None).unwrap());
+                assert_eq!(after, before, "a failed write changed the array (shards: {shards:?})");
+            }
+            std::fs::remove_dir_all(&dir).ok();
         }
     }
 

@@ -151,16 +151,10 @@ def test_csc_reads_by_columns(tmp_path, matrix):
     [(2, None, {}), (3, False, {}), (3, True, {}), (3, False, {"chunks": (1000,)}), (2, None, {"chunks": (333,)})],
 )
 def test_reads_anndata_written_stores(tmp_path, matrix, fmt, shard, kwargs):
-    ad.settings.zarr_write_format = fmt
-    old = ad.settings.auto_shard_zarr_v3
-    try:
-        if shard is not None:
-            ad.settings.auto_shard_zarr_v3 = shard
+    settings = {"zarr_write_format": fmt} | ({} if shard is None else {"auto_shard_zarr_v3": shard})
+    with ad.settings.override(**settings):
         g = zarr.open_group(tmp_path / "ad.zarr", mode="w", zarr_format=fmt)
         ad.io.write_elem(g, "X", matrix, dataset_kwargs=kwargs)
-    finally:
-        ad.settings.zarr_write_format = 2
-        ad.settings.auto_shard_zarr_v3 = old
     x = sparsezarr.open_csr(tmp_path / "ad.zarr", path="X")
     rows = np.random.default_rng(3).integers(0, matrix.shape[0], 500)
     assert same(x[rows], matrix[rows])
@@ -263,11 +257,8 @@ def test_append_rows_to_ours_and_anndatas(tmp_path, matrix):
     assert same(x[:], matrix)
     assert same(ad.io.read_elem(zarr.open_group(tmp_path / "a.zarr", mode="r")), matrix)
     # anndata's own v3 store, consolidated like an AnnData written by anndata
-    ad.settings.zarr_write_format = 3
-    try:
+    with ad.settings.override(zarr_write_format=3):
         ad.AnnData(X=sp.csr_matrix(matrix[:2000])).write_zarr(tmp_path / "ad.zarr")
-    finally:
-        ad.settings.zarr_write_format = 2
     sparsezarr.append_rows(tmp_path / "ad.zarr", matrix[2000:], path="X")
     g = zarr.open_group(tmp_path / "ad.zarr", mode="r")  # through the refreshed consolidated metadata
     assert same(ad.io.read_elem(g["X"]), matrix)

@@ -22,11 +22,8 @@ def store(tmp_path_factory):
     x = sp.random_array((5003, 300), density=0.05, format="csr", dtype=np.float32, rng=rng)
     obs = pd.DataFrame({"label": pd.Categorical(rng.choice(["t", "b", "nk"], 5003)), "depth": rng.random(5003)}, index=[f"cell{i}" for i in range(5003)])
     path = tmp_path_factory.mktemp("loader") / "a.zarr"
-    ad.settings.zarr_write_format = 3
-    try:
+    with ad.settings.override(zarr_write_format=3):
         ad.AnnData(X=sp.csr_matrix(x), obs=obs).write_zarr(path)
-    finally:
-        ad.settings.zarr_write_format = 2
     return path, x, obs
 
 

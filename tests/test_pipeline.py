@@ -28,11 +28,12 @@ def stored_keys(store) -> set[str]:
 
 
 def test_entry_point_registration_without_import():
+    """A fresh interpreter that never imports sparsezarr resolves the configured path to our class
+    (zarr finds it through the ``zarr.codec_pipeline`` entry point)."""
     code = (
-        "import zarr, sys\n"
+        "import zarr\n"
         "zarr.config.set({'codec_pipeline.path': 'sparsezarr.Pipeline'})\n"
         "from zarr.registry import get_pipeline_class\n"
-        "assert 'sparsezarr' not in sys.modules or True\n"
         "cls = get_pipeline_class()\n"
         "print(cls.__module__ + '.' + cls.__qualname__)\n"
     )

@@ -20,11 +20,6 @@ if TYPE_CHECKING:
 #: The installed zarr-python as ``(major, minor)``.
 ZARR_VERSION: tuple[int, int] = tuple(int(part) for part in zarr.__version__.split(".")[:2])  # type: ignore[assignment]
 
-#: Whether ``CodecPipeline.read`` returns one ``GetResult`` per chunk and zarr acts on it (zarr
-#: >= 3.3: ``array.read_missing_chunks=False`` raises for chunks reported missing). Older zarr
-#: ignores the return value; returning the results there is harmless.
-READ_RETURNS_RESULTS: bool = ZARR_VERSION >= (3, 3)
-
 
 def regular_chunk_shape(metadata: ArrayMetadata) -> tuple[int, ...] | None:
     """The chunk (for sharded arrays: shard) shape of a v3 array on a regular grid, or None for
@@ -90,8 +85,4 @@ async def ensure_open(store: Any) -> None:
 def check_writable(store: Any) -> None:
     """Raise zarr's own error for writes to a read-only store (``Store._check_writable``, private
     in 3.1 to 3.4, raises ``ValueError`` with zarr's message)."""
-    check = getattr(store, "_check_writable", None)
-    if check is not None:
-        check()
-    elif store.read_only:
-        raise ValueError("store was opened in read-only mode and does not support writing")
+    store._check_writable()

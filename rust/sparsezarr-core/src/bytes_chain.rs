@@ -348,4 +348,3 @@ fn zstd_encode(src: &[u8], level: i32, checksum: bool) -> Result<Vec<u8>> {
         Err(code) => Err(Error::encode("", format!("zstd: {}", zstd_safe::get_error_name(code)))),
     }
 }
-

@@ -14,12 +14,12 @@ use zarrs::array::{ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits,
 pub use zarrs::metadata::v3::MetadataV3;
 use zarrs::plugin::ExtensionName;
 
-use crate::error::{Error, Result};
 use crate::bytes_chain::{BytesChain, with_scratch};
+use crate::error::{Error, Result};
+use crate::selection::Selection;
 use crate::sharding::ShardingPlan;
 use crate::store::{BytesValue, ValueReader};
 use crate::strided::{Direction, RawView, copy_selection, fill_buffer};
-use crate::selection::Selection;
 
 /// Options that affect decoding and encoding.
 #[derive(Debug, Clone)]
@@ -55,9 +55,7 @@ impl ArrayRepr {
     /// # Errors
     /// Returns [`Error::Unsupported`] for variable-size data types.
     pub fn elem_size(&self) -> Result<usize> {
-        self.data_type
-            .fixed_size()
-            .ok_or_else(|| Error::Unsupported(format!("variable-size data type {}", self.data_type)))
+        self.data_type.fixed_size().ok_or_else(|| Error::Unsupported(format!("variable-size data type {}", self.data_type)))
     }
 
     /// Number of elements.
@@ -76,10 +74,7 @@ impl ArrayRepr {
     }
 
     fn nz_shape(&self) -> Result<Vec<NonZeroU64>> {
-        self.shape
-            .iter()
-            .map(|&n| NonZeroU64::new(n).ok_or_else(|| Error::InvalidMetadata("chunk shape has a zero dimension".into())))
-            .collect()
+        self.shape.iter().map(|&n| NonZeroU64::new(n).ok_or_else(|| Error::InvalidMetadata("chunk shape has a zero dimension".into()))).collect()
     }
 }
 
@@ -184,9 +179,9 @@ impl CodecPlan {
         let a2b_encoded = match &a2b {
             A2BStage::NativeBytes => BytesRepresentation::FixedSize(current.num_bytes()? as u64),
             A2BStage::Sharding(_) => BytesRepresentation::UnboundedSize,
-            A2BStage::Zarrs(c) => c
-                .encoded_representation(&a2b_input_nz, &current.data_type, &current.fill_value)
-                .map_err(|e| Error::InvalidMetadata(e.to_string()))?,
+            A2BStage::Zarrs(c) => {
+                c.encoded_representation(&a2b_input_nz, &current.data_type, &current.fill_value).map_err(|e| Error::InvalidMetadata(e.to_string()))?
+            }
         };
         let b2b = BytesChain::new(&b2b_meta, a2b_encoded, options)?;
         Ok(Self {
@@ -316,7 +311,14 @@ impl CodecPlan {
     ///
     /// # Errors
     /// Returns an error if the value is corrupt or the selection does not fit.
-    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&crate::sharding::IndexCache>) -> Result<()> {
+    pub fn read_into(
+        &self,
+        value: &dyn ValueReader,
+        sel: &Selection,
+        out: &RawView,
+        swap: usize,
+        cache: Option<&crate::sharding::IndexCache>,
+    ) -> Result<()> {
         if let Some(plan) = self.as_sharding() {
             return plan.read_into(value, sel, out, swap, cache);
         }
@@ -356,7 +358,13 @@ impl CodecPlan {
     ///
     /// # Errors
     /// Returns an error if the existing value is corrupt or encoding fails.
-    pub fn write_from(&self, existing: Option<&dyn ValueReader>, sel: &Selection, src: &ValueSource<'_>, write_empty: bool) -> Result<Option<Encoded>> {
+    pub fn write_from(
+        &self,
+        existing: Option<&dyn ValueReader>,
+        sel: &Selection,
+        src: &ValueSource<'_>,
+        write_empty: bool,
+    ) -> Result<Option<Encoded>> {
         if let Some(plan) = self.as_sharding() {
             return plan.write_from(existing, sel, src, write_empty);
         }
@@ -543,12 +551,18 @@ mod tests {
 
     #[test]
     fn corrupt_input_is_an_error() {
-        let p = plan(r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}},{"name":"crc32c"}]"#, f32_repr(&[4]));
+        let p = plan(
+            r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}},{"name":"crc32c"}]"#,
+            f32_repr(&[4]),
+        );
         let mut enc = p.encode(Cow::Owned(vec![1u8; 16])).unwrap();
         enc[2] ^= 0xff;
         assert!(matches!(p.decode(Cow::Owned(enc)), Err(Error::Decode { .. })));
         assert!(p.decode(Cow::Owned(vec![1, 2])).is_err());
-        let p = plan(r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}}]"#, f32_repr(&[4]));
+        let p = plan(
+            r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}}]"#,
+            f32_repr(&[4]),
+        );
         assert!(p.decode(Cow::Owned(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0])).is_err());
     }
 }

@@ -306,10 +306,7 @@ impl ArrayEngine {
     /// Returns the first decode error.
     pub fn decode_chunks(&self, chunks: &[Option<&[u8]>]) -> Result<Vec<Option<Vec<u8>>>> {
         run_in_pool(self.concurrency.threads, || {
-            chunks
-                .par_iter()
-                .map(|c| c.map(|b| self.plan.decode(Cow::Borrowed(b)).map(Cow::into_owned)).transpose())
-                .collect()
+            chunks.par_iter().map(|c| c.map(|b| self.plan.decode(Cow::Borrowed(b)).map(Cow::into_owned)).transpose()).collect()
         })
     }
 
@@ -356,9 +353,8 @@ mod tests {
         let data: Vec<i32> = (0..64).collect();
         let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_ne_bytes()).collect();
         let view = RawView::c_order_const(&bytes, &[8, 8], 4);
-        let reqs: Vec<ChunkRequest> = (0..2)
-            .map(|i| ChunkRequest { key: format!("c/{i}/0"), selection: Selection::whole(&[4, 8], &[4 * i, 0]), complete: true })
-            .collect();
+        let reqs: Vec<ChunkRequest> =
+            (0..2).map(|i| ChunkRequest { key: format!("c/{i}/0"), selection: Selection::whole(&[4, 8], &[4 * i, 0]), complete: true }).collect();
         engine.write(&store, &reqs, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap();
         let mut out = vec![0u8; 256];
         let ov = RawView::c_order(&mut out, &[8, 8], 4);

@@ -58,7 +58,6 @@ impl ChunkKeys {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,8 +84,11 @@ impl MtxReader {
         let n = file.read(&mut magic).map_err(|e| Error::io(&name, e))?;
         drop(file);
         let file = File::open(path).map_err(|e| Error::io(&name, e))?;
-        let input: Box<dyn BufRead + Send> =
-            if n == 2 && magic == [0x1f, 0x8b] { Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)))) } else { Box::new(BufReader::with_capacity(1 << 20, file)) };
+        let input: Box<dyn BufRead + Send> = if n == 2 && magic == [0x1f, 0x8b] {
+            Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file))))
+        } else {
+            Box::new(BufReader::with_capacity(1 << 20, file))
+        };
         Self::from_reader(input, &name)
     }
 
@@ -220,7 +223,8 @@ impl MtxReader {
         let mut it = line.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
         let mut index = |what: &str, n: u64| -> Result<u64> {
             let w = it.next().ok_or_else(|| bad(&self.name, self.line_no, format!("missing {what} index")))?;
-            let v = parse_u64(w).ok_or_else(|| bad(&self.name, self.line_no, format!("{what} index {:?} is not a positive integer", String::from_utf8_lossy(w))))?;
+            let v = parse_u64(w)
+                .ok_or_else(|| bad(&self.name, self.line_no, format!("{what} index {:?} is not a positive integer", String::from_utf8_lossy(w))))?;
             if v == 0 || v > n {
                 return Err(bad(&self.name, self.line_no, format!("{what} index {v} is out of range 1..={n}")));
             }

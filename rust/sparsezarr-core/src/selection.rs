@@ -195,11 +195,7 @@ impl Selection {
         match self {
             Self::Orthogonal { chunk, out } => {
                 if chunk.len() != shape.len() || out.len() != shape.len() {
-                    return Err(Error::Selection(format!(
-                        "selection has {} dimensions, chunk has {}",
-                        chunk.len(),
-                        shape.len()
-                    )));
+                    return Err(Error::Selection(format!("selection has {} dimensions, chunk has {}", chunk.len(), shape.len())));
                 }
                 for ((c, o), &n) in chunk.iter().zip(out).zip(shape) {
                     c.check_bounds(n)?;
@@ -221,11 +217,7 @@ impl Selection {
             }
             Self::Points { coords, out } => {
                 if coords.len() != shape.len() {
-                    return Err(Error::Selection(format!(
-                        "point selection has {} dimensions, chunk has {}",
-                        coords.len(),
-                        shape.len()
-                    )));
+                    return Err(Error::Selection(format!("point selection has {} dimensions, chunk has {}", coords.len(), shape.len())));
                 }
                 for (c, &n) in coords.iter().zip(shape) {
                     if c.len() as u64 != out.len() {
@@ -387,10 +379,7 @@ fn partition_points(coords: &[Vec<u64>], out: &DimSel, inner: &[u64]) -> Vec<(Ve
         }
         e.1.push(k);
     }
-    buckets
-        .into_iter()
-        .map(|(key, (local, positions))| (key, Selection::Points { coords: local, out: out.pick(&positions) }))
-        .collect()
+    buckets.into_iter().map(|(key, (local, positions))| (key, Selection::Points { coords: local, out: out.pick(&positions) })).collect()
 }
 
 #[cfg(test)]
@@ -453,10 +442,7 @@ mod tests {
             out: vec![Some(DimSel::range(0, 7)), Some(DimSel::Range { start: 2, step: 2, len: 5 })],
         };
         check_partition(&sel, &[4, 5]);
-        let dropped = Selection::Orthogonal {
-            chunk: vec![DimSel::range(5, 1), DimSel::range(0, 12)],
-            out: vec![None, Some(DimSel::range(3, 12))],
-        };
+        let dropped = Selection::Orthogonal { chunk: vec![DimSel::range(5, 1), DimSel::range(0, 12)], out: vec![None, Some(DimSel::range(3, 12))] };
         check_partition(&dropped, &[4, 5]);
         let pts = Selection::Points { coords: vec![vec![0, 7, 3, 7], vec![11, 2, 2, 2]], out: DimSel::List(vec![5, 1, 2, 0]) };
         check_partition(&pts, &[4, 5]);

@@ -100,7 +100,8 @@ pub trait ChunkStore: Send + Sync {
 pub fn exchange_paths(a: &Path, b: &Path) -> Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", p.display())));
+    let c =
+        |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", p.display())));
     let (ca, cb) = (c(a)?, c(b)?);
     #[cfg(target_os = "linux")]
     {
@@ -111,7 +112,9 @@ pub fn exchange_paths(a: &Path, b: &Path) -> Result<()> {
         }
         let err = std::io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EINVAL | libc::ENOSYS | libc::ENOTSUP) => Err(Error::Unsupported(format!("atomic exchange of {} and {}: {err}", a.display(), b.display()))),
+            Some(libc::EINVAL | libc::ENOSYS | libc::ENOTSUP) => {
+                Err(Error::Unsupported(format!("atomic exchange of {} and {}: {err}", a.display(), b.display())))
+            }
             _ => Err(Error::io(a.display().to_string(), err)),
         }
     }
@@ -208,11 +211,8 @@ fn write_all_parts(f: &mut File, parts: &[Vec<u8>]) -> std::io::Result<()> {
     let mut idx = 0; // first piece not fully written
     let mut off = 0; // bytes of that piece already written
     while idx < parts.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&parts[idx][off..])
-            .chain(parts[idx + 1..].iter().map(Vec::as_slice))
-            .take(1024)
-            .map(IoSlice::new)
-            .collect();
+        let slices: Vec<IoSlice<'_>> =
+            std::iter::once(&parts[idx][off..]).chain(parts[idx + 1..].iter().map(Vec::as_slice)).take(1024).map(IoSlice::new).collect();
         let mut n = f.write_vectored(&slices)?;
         if n == 0 && slices.iter().any(|s| !s.is_empty()) {
             return Err(ErrorKind::WriteZero.into());
@@ -300,11 +300,7 @@ impl ChunkStore for FsStore {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.ensure_dir(&dir, key)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("chunk");
-        let tmp = dir.join(format!(
-            ".{name}.{}.{}.partial",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = dir.join(format!(".{name}.{}.{}.partial", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             preallocate(&f, value.parts().iter().map(Vec::len).sum());
@@ -386,13 +382,7 @@ pub struct SnapshotStore {
 impl SnapshotStore {
     /// An empty snapshot.
     pub fn new(read_only: bool) -> Self {
-        Self {
-            values: HashMap::new(),
-            owned: HashMap::new(),
-            _keepalive: Box::new(()),
-            writes: Mutex::new(Vec::new()),
-            read_only,
-        }
+        Self { values: HashMap::new(), owned: HashMap::new(), _keepalive: Box::new(()), writes: Mutex::new(Vec::new()), read_only }
     }
 
     /// Keep `owner` alive as long as this snapshot (the owner of borrowed values).

@@ -149,10 +149,7 @@ fn axes_for(sel: &Selection, chunk: &RawView, out: &RawView) -> Result<Vec<(usiz
         Selection::Orthogonal { chunk: cs, out: os } => {
             let kept = os.iter().filter(|o| o.is_some()).count();
             if kept != out.shape.len() {
-                return Err(Error::Selection(format!(
-                    "selection keeps {kept} dimensions but the array has {}",
-                    out.shape.len()
-                )));
+                return Err(Error::Selection(format!("selection keeps {kept} dimensions but the array has {}", out.shape.len())));
             }
             let mut od = 0;
             let mut axes = Vec::with_capacity(cs.len());
@@ -203,10 +200,7 @@ fn axes_for(sel: &Selection, chunk: &RawView, out: &RawView) -> Result<Vec<(usiz
 /// [`Error::InvalidArgument`] if the element sizes differ.
 pub fn copy_selection(chunk: &RawView, out: &RawView, sel: &Selection, dir: Direction, swap: usize) -> Result<()> {
     if chunk.itemsize != out.itemsize {
-        return Err(Error::InvalidArgument(format!(
-            "element size mismatch: {} vs {}",
-            chunk.itemsize, out.itemsize
-        )));
+        return Err(Error::InvalidArgument(format!("element size mismatch: {} vs {}", chunk.itemsize, out.itemsize)));
     }
     if let Selection::Runs(runs) = sel {
         sel.check(&chunk.shape)?;
@@ -341,8 +335,12 @@ fn simplify(src: &mut *const u8, dst: &mut *mut u8, axes: Vec<Axis>) -> Vec<Axis
             continue;
         }
         if let Some(prev) = out.last_mut()
-            && let (Offsets::Arith { start: ps, step: pst }, Offsets::Arith { start: pd, step: pdt }, Offsets::Arith { start: s, step: st }, Offsets::Arith { start: d, step: dt }) =
-                (&prev.src, &prev.dst, &a.src, &a.dst)
+            && let (
+                Offsets::Arith { start: ps, step: pst },
+                Offsets::Arith { start: pd, step: pdt },
+                Offsets::Arith { start: s, step: st },
+                Offsets::Arith { start: d, step: dt },
+            ) = (&prev.src, &prev.dst, &a.src, &a.dst)
         {
             #[allow(clippy::cast_possible_wrap)]
             let n = a.len as isize;

@@ -32,10 +32,7 @@ pub fn array_view(arr: &Bound<'_, PyUntypedArray>, writable: bool) -> PyResult<R
 pub fn broadcast_view(arr: &Bound<'_, PyUntypedArray>, ndim: usize) -> PyResult<RawView> {
     let v = array_view(arr, false)?;
     if v.shape().len() > ndim {
-        return Err(PyValueError::new_err(format!(
-            "cannot assign a {}-dimensional value to a {ndim}-dimensional selection",
-            v.shape().len()
-        )));
+        return Err(PyValueError::new_err(format!("cannot assign a {}-dimensional value to a {ndim}-dimensional selection", v.shape().len())));
     }
     let pad = ndim - v.shape().len();
     let mut shape = vec![u64::MAX; pad];
@@ -137,9 +134,7 @@ pub fn parse_selection(
                 chunk.push(sel);
                 out.push(None);
             } else {
-                let o = out_items
-                    .get(od)
-                    .ok_or_else(|| PyValueError::new_err("output selection has too few dimensions"))?;
+                let o = out_items.get(od).ok_or_else(|| PyValueError::new_err("output selection has too few dimensions"))?;
                 let olen = *out_shape.get(od).ok_or_else(|| PyValueError::new_err("output has too few dimensions"))?;
                 let o = match parse_item(o, olen)? {
                     Item::Int(i) => DimSel::range(i, 1),

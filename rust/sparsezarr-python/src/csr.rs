@@ -59,7 +59,11 @@ pub(crate) fn rows_and_lut(rows: Option<&Bound<'_, PyUntypedArray>>, lut: Option
         Some(r) => {
             let (kind, bytes) = ints(r, "rows")?;
             let n = bytes.len() / kind.size();
-            Some((0..n).map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative row index"))).collect::<PyResult<_>>()?)
+            Some(
+                (0..n)
+                    .map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative row index")))
+                    .collect::<PyResult<_>>()?,
+            )
         }
     };
     let lut: Option<Vec<i64>> = match lut {
@@ -182,7 +186,14 @@ impl PyCsrReader {
 /// Read a whole one-dimensional array (e.g. an `indptr`); returns its native-order bytes.
 #[pyfunction]
 #[pyo3(signature = (store, metadata_json, prefix, *, threads = 0, validate_checksums = true))]
-pub fn read_array<'py>(py: Python<'py>, store: &Bound<'py, PyAny>, metadata_json: &str, prefix: &str, threads: usize, validate_checksums: bool) -> PyResult<Bound<'py, PyArray1<u8>>> {
+pub fn read_array<'py>(
+    py: Python<'py>,
+    store: &Bound<'py, PyAny>,
+    metadata_json: &str,
+    prefix: &str,
+    threads: usize,
+    validate_checksums: bool,
+) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let store = AnyStore::extract(store)?;
     let s = store.get();
     let bytes = py.run_detached(|| {
@@ -199,7 +210,15 @@ pub fn read_array<'py>(py: Python<'py>, store: &Bound<'py, PyAny>, metadata_json
 /// merged with what is stored).
 #[pyfunction]
 #[pyo3(signature = (store, metadata_json, prefix, start, values, *, threads = 0))]
-pub fn write_array(py: Python<'_>, store: &Bound<'_, PyAny>, metadata_json: &str, prefix: &str, start: u64, values: &Bound<'_, PyUntypedArray>, threads: usize) -> PyResult<()> {
+pub fn write_array(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    metadata_json: &str,
+    prefix: &str,
+    start: u64,
+    values: &Bound<'_, PyUntypedArray>,
+    threads: usize,
+) -> PyResult<()> {
     let store = AnyStore::extract(store)?;
     let s = store.get();
     let bytes = raw(values, "values")?;
@@ -298,7 +317,14 @@ impl PyCsrWriter {
     }
 
     /// Append a block of rows (its `indptr`, `indices` and `data` arrays).
-    fn append(&mut self, py: Python<'_>, store: &Bound<'_, PyAny>, indptr: &Bound<'_, PyUntypedArray>, indices: &Bound<'_, PyUntypedArray>, data: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+    fn append(
+        &mut self,
+        py: Python<'_>,
+        store: &Bound<'_, PyAny>,
+        indptr: &Bound<'_, PyUntypedArray>,
+        indices: &Bound<'_, PyUntypedArray>,
+        data: &Bound<'_, PyUntypedArray>,
+    ) -> PyResult<()> {
         let store = AnyStore::extract(store)?;
         let s = store.get();
         let p = ints(indptr, "indptr")?;

@@ -1,8 +1,6 @@
 //! Mapping of core errors to Python exceptions, and the helper that runs work without the GIL.
 
-use pyo3::exceptions::{
-    PyFileNotFoundError, PyIndexError, PyNotImplementedError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
-};
+use pyo3::exceptions::{PyFileNotFoundError, PyIndexError, PyNotImplementedError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use sparsezarr_core::Error;
 
@@ -41,9 +39,9 @@ pub fn to_pyerr(err: Error) -> PyErr {
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
             _ => PyOSError::new_err(msg),
         },
-        Error::ReadOnly(_) => ReadOnlyError::new_err(
-            "store was opened in read-only mode and does not support writing (sparsezarr refused to write)".to_string(),
-        ),
+        Error::ReadOnly(_) => {
+            ReadOnlyError::new_err("store was opened in read-only mode and does not support writing (sparsezarr refused to write)".to_string())
+        }
         Error::Selection(_) => PyIndexError::new_err(msg),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::Internal(_) => InternalError::new_err(msg),

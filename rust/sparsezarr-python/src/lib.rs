@@ -103,11 +103,7 @@ fn check_itemsize(engine: &ArrayEngine, view_itemsize: usize) -> PyResult<()> {
 /// The index space of a write's value: its shape, or unbounded for a scalar (whose output
 /// selection is not used).
 fn value_shape(value: &Bound<'_, PyUntypedArray>) -> Vec<u64> {
-    if value.ndim() == 0 {
-        vec![1 << 62; 64]
-    } else {
-        value.shape().iter().map(|&n| n as u64).collect()
-    }
+    if value.ndim() == 0 { vec![1 << 62; 64] } else { value.shape().iter().map(|&n| n as u64).collect() }
 }
 
 fn u8_array(py: Python<'_>, v: Vec<u8>) -> Bound<'_, PyArray1<u8>> {
@@ -115,7 +111,14 @@ fn u8_array(py: Python<'_>, v: Vec<u8>) -> Bound<'_, PyArray1<u8>> {
 }
 
 impl PyArrayEngine {
-    fn read_with(&self, py: Python<'_>, store: &dyn ChunkStore, reqs: &[ChunkRequest], out: &Bound<'_, PyUntypedArray>, swap: usize) -> PyResult<Vec<bool>> {
+    fn read_with(
+        &self,
+        py: Python<'_>,
+        store: &dyn ChunkStore,
+        reqs: &[ChunkRequest],
+        out: &Bound<'_, PyUntypedArray>,
+        swap: usize,
+    ) -> PyResult<Vec<bool>> {
         let view = array_view(out, true)?;
         check_itemsize(&self.inner, view.itemsize())?;
         let engine = &self.inner;

@@ -73,7 +73,10 @@ impl PyMtxReader {
         let rows: Vec<i64> = b.rows.iter().map(|&v| v as i64).collect();
         #[allow(clippy::cast_possible_wrap)]
         let cols: Vec<i64> = b.cols.iter().map(|&v| v as i64).collect();
-        let t = PyTuple::new(py, [PyArray1::from_vec(py, rows).into_any(), PyArray1::from_vec(py, cols).into_any(), PyArray1::from_vec(py, b.values).into_any()])?;
+        let t = PyTuple::new(
+            py,
+            [PyArray1::from_vec(py, rows).into_any(), PyArray1::from_vec(py, cols).into_any(), PyArray1::from_vec(py, b.values).into_any()],
+        )?;
         Ok(Some(t))
     }
 }

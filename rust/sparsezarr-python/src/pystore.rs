@@ -65,7 +65,10 @@ impl ValueReader for OwnedValue {
     fn read_range(&self, offset: u64, len: u64) -> Result<Cow<'_, [u8]>> {
         match offset.checked_add(len) {
             Some(end) if end <= self.bytes.len() as u64 => Ok(Cow::Borrowed(&self.bytes[offset as usize..end as usize])),
-            _ => Err(Error::decode(&self.key, format!("byte range {offset}..{} is outside the stored value of {} bytes", offset.saturating_add(len), self.bytes.len()))),
+            _ => Err(Error::decode(
+                &self.key,
+                format!("byte range {offset}..{} is outside the stored value of {} bytes", offset.saturating_add(len), self.bytes.len()),
+            )),
         }
     }
 

@@ -141,8 +141,10 @@ impl PySparseArray {
         let arr = &self.inner;
         match (coords, compressed) {
             (Some(list), None) => {
-                let owned: Vec<Bound<'_, PyUntypedArray>> =
-                    list.iter().map(|c| c.cast_into::<PyUntypedArray>().map_err(|_| PyTypeError::new_err("coordinates must be numpy arrays"))).collect::<PyResult<_>>()?;
+                let owned: Vec<Bound<'_, PyUntypedArray>> = list
+                    .iter()
+                    .map(|c| c.cast_into::<PyUntypedArray>().map_err(|_| PyTypeError::new_err("coordinates must be numpy arrays")))
+                    .collect::<PyResult<_>>()?;
                 let idx: Vec<Indices<'_>> = owned.iter().map(indices).collect::<PyResult<_>>()?;
                 let input = SparseInput::Coo { coords: &idx, values: vals };
                 py.run_detached(|| arr.write(store, &start, &shape, &input, dup))
@@ -212,7 +214,13 @@ impl PySparseArray {
 
     /// Read a region from prefetched values (`{key: buffer or None}`).
     #[pyo3(signature = (values, region, csr = false))]
-    fn read_values<'py>(&self, py: Python<'py>, values: &Bound<'py, PyDict>, region: &Bound<'py, PyList>, csr: bool) -> PyResult<Bound<'py, PyTuple>> {
+    fn read_values<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyDict>,
+        region: &Bound<'py, PyList>,
+        csr: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let store = dict_snapshot(values, true)?;
         self.read_with(py, &store, region, csr)
     }

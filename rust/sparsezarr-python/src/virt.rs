@@ -50,7 +50,9 @@ fn selections(sels: &Bound<'_, PyAny>) -> PyResult<Vec<DimSel>> {
             let arr = item.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err("each selection is (start, step, len) or an integer array"))?;
             let (kind, bytes) = ints(arr, "index")?;
             let n = bytes.len() / kind.size();
-            let v: Vec<u64> = (0..n).map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative index"))).collect::<PyResult<_>>()?;
+            let v: Vec<u64> = (0..n)
+                .map(|i| kind.get(bytes, i).ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("negative index")))
+                .collect::<PyResult<_>>()?;
             out.push(DimSel::List(v));
         }
     }
@@ -72,9 +74,11 @@ impl PyVirtualArray {
     #[pyo3(signature = (store, document, dir = "", *, allow = Vec::new(), threads = 0, validate_checksums = true))]
     fn new(store: &Bound<'_, PyAny>, document: &str, dir: &str, allow: Vec<String>, threads: usize, validate_checksums: bool) -> PyResult<Self> {
         let store = shared_store(store)?;
-        let options = OpenOptions { allow, engine: EngineOptions { validate_checksums, ..EngineOptions::default() }, concurrency: Concurrency { threads } };
+        let options =
+            OpenOptions { allow, engine: EngineOptions { validate_checksums, ..EngineOptions::default() }, concurrency: Concurrency { threads } };
         let loc = Location { store, dir: dir.to_string() };
-        let inner = sparsezarr_core::error::catch_panic(|| VirtualArray::open(document, loc, options, Vec::new())).map_err(crate::errors::to_pyerr)?;
+        let inner =
+            sparsezarr_core::error::catch_panic(|| VirtualArray::open(document, loc, options, Vec::new())).map_err(crate::errors::to_pyerr)?;
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -156,7 +160,15 @@ impl PyVirtualArray {
     /// Replace the box `start..start+shape` of a sparse view with entries (`coords` int64
     /// `(ndim, nnz)`, relative to `start`; `values` native bytes). `duplicates`: `"sum"` or `"error"`.
     #[pyo3(signature = (start, shape, coords, values, duplicates = "sum"))]
-    fn write_sparse(&self, py: Python<'_>, start: Vec<u64>, shape: Vec<u64>, coords: &Bound<'_, PyArray2<i64>>, values: &Bound<'_, PyUntypedArray>, duplicates: &str) -> PyResult<()> {
+    fn write_sparse(
+        &self,
+        py: Python<'_>,
+        start: Vec<u64>,
+        shape: Vec<u64>,
+        coords: &Bound<'_, PyArray2<i64>>,
+        values: &Bound<'_, PyUntypedArray>,
+        duplicates: &str,
+    ) -> PyResult<()> {
         let dup = match duplicates {
             "sum" => Duplicates::Sum,
             "error" => Duplicates::Error,

@@ -25,7 +25,8 @@ fn meta_err(msg: impl Into<String>) -> Error {
 }
 
 fn one_dim(value: Option<&serde_json::Value>, what: &str) -> Result<u64> {
-    let v: Vec<u64> = value.and_then(|v| serde_json::from_value(v.clone()).ok()).ok_or_else(|| meta_err(format!("{what} is missing or not a list of integers")))?;
+    let v: Vec<u64> =
+        value.and_then(|v| serde_json::from_value(v.clone()).ok()).ok_or_else(|| meta_err(format!("{what} is missing or not a list of integers")))?;
     match v.as_slice() {
         [n] => Ok(*n),
         _ => Err(meta_err(format!("expected a one-dimensional array, {what} is {v:?}"))),
@@ -165,8 +166,10 @@ impl Array1d {
                 left -= take;
             }
         }
-        let requests: Vec<ChunkRequest> =
-            per_chunk.into_iter().map(|(j, runs)| ChunkRequest { key: self.keys.key(&[j]), selection: Selection::Runs(runs), complete: false }).collect();
+        let requests: Vec<ChunkRequest> = per_chunk
+            .into_iter()
+            .map(|(j, runs)| ChunkRequest { key: self.keys.key(&[j]), selection: Selection::Runs(runs), complete: false })
+            .collect();
         self.engine.read(store, &requests, out, 0)?;
         Ok(())
     }
@@ -198,7 +201,10 @@ impl Array1d {
                 let hi = end.min((j + 1) * c);
                 ChunkRequest {
                     key: self.keys.key(&[j]),
-                    selection: Selection::Orthogonal { chunk: vec![DimSel::range(lo - j * c, hi - lo)], out: vec![Some(DimSel::range(lo - start, hi - lo))] },
+                    selection: Selection::Orthogonal {
+                        chunk: vec![DimSel::range(lo - j * c, hi - lo)],
+                        out: vec![Some(DimSel::range(lo - start, hi - lo))],
+                    },
                     complete: lo == j * c && (hi == (j + 1) * c || hi == self.len),
                 }
             })

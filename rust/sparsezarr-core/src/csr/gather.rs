@@ -91,11 +91,7 @@ impl CsrSource {
             return Err(Error::InvalidMetadata("indptr is empty (it needs one value more than there are rows)".into()));
         };
         if nnz > data.len() || nnz > indices.len() {
-            return Err(Error::InvalidMetadata(format!(
-                "indptr ends at {nnz}, but data has {} and indices {} elements",
-                data.len(),
-                indices.len()
-            )));
+            return Err(Error::InvalidMetadata(format!("indptr ends at {nnz}, but data has {} and indices {} elements", data.len(), indices.len())));
         }
         Ok(Self { data, indices, index_kind, indptr, minor, threads })
     }
@@ -231,7 +227,11 @@ impl CsrSource {
             i
         })?;
         #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-        let indptr = if wide { IndexVec::I64(offsets.iter().map(|&v| v as i64).collect()) } else { IndexVec::I32(offsets.iter().map(|&v| v as i32).collect()) };
+        let indptr = if wide {
+            IndexVec::I64(offsets.iter().map(|&v| v as i64).collect())
+        } else {
+            IndexVec::I32(offsets.iter().map(|&v| v as i32).collect())
+        };
         Ok(Gathered { data, indices, indptr, nnz: n })
     }
 }
@@ -288,7 +288,8 @@ where
             })
             .collect()
     };
-    let counts: Vec<Vec<usize>> = if in_pool() { pieces.par_iter().map(count_piece).collect::<Result<_>>()? } else { pieces.iter().map(count_piece).collect::<Result<_>>()? };
+    let counts: Vec<Vec<usize>> =
+        if in_pool() { pieces.par_iter().map(count_piece).collect::<Result<_>>()? } else { pieces.iter().map(count_piece).collect::<Result<_>>()? };
     let mut new_ptr: Vec<T> = Vec::with_capacity(rows + 1);
     let mut acc = 0usize;
     new_ptr.push(T::default());
@@ -399,7 +400,11 @@ mod tests {
         let f = filter_minor(&g, &lut, 4).unwrap();
         for r in 0..10 {
             let (s, e) = (f.indptr.get(r) as usize, f.indptr.get(r + 1) as usize);
-            let want: Vec<i64> = (indptr[10 + r] as usize..indptr[11 + r] as usize).map(|k| i64::from(ind[k])).filter(|j| (5..10).contains(j)).map(|j| j - 5).collect();
+            let want: Vec<i64> = (indptr[10 + r] as usize..indptr[11 + r] as usize)
+                .map(|k| i64::from(ind[k]))
+                .filter(|j| (5..10).contains(j))
+                .map(|j| j - 5)
+                .collect();
             assert_eq!((s..e).map(|k| f.indices.get(k)).collect::<Vec<_>>(), want);
         }
         assert!(src.gather(&store, Major::List(&[50]), false).is_err());

@@ -320,12 +320,9 @@ mod tests {
         let indptr = Array1d::from_metadata_json(&meta(3, "int32", 32, 8), "p/", o(), c()).unwrap();
         let vals = bytes(&[1f32, 2., 3.]);
         let ind = bytes(&[0i32, 4, 1]);
-        for (ptr, err) in [
-            (vec![0i32, 2, 1], "decreases"),
-            (vec![1i32, 2, 3], "start at 0"),
-            (vec![0i32, 2, 2], "ends at 2"),
-            (vec![-1i32, 2, 3], "negative"),
-        ] {
+        for (ptr, err) in
+            [(vec![0i32, 2, 1], "decreases"), (vec![1i32, 2, 3], "start at 0"), (vec![0i32, 2, 2], "ends at 2"), (vec![-1i32, 2, 3], "negative")]
+        {
             let e = write_matrix(&store, &data, &indices, &indptr, (IntKind::I32, &bytes(&ptr)), (IntKind::I32, &ind), &vals, 5, 2).unwrap_err();
             assert!(e.to_string().contains(err), "{e}");
         }

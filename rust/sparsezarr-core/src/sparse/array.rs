@@ -12,16 +12,16 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use zarrs::array::{ArrayMetadata, DataType};
 
-pub use crate::keys::ChunkKeys;
 use super::chunk::{CODEC_NAME, ElemType, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
-use crate::with_width;
-use crate::codec::{EngineOptions, Encoded};
+use crate::codec::{Encoded, EngineOptions};
 use crate::engine::Concurrency;
 use crate::error::{Error, Result};
+pub use crate::keys::ChunkKeys;
 use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map, try_map_owned};
 use crate::selection::DimSel;
 use crate::sharding::{IndexCache, ShardLayout};
 use crate::store::ChunkStore;
+use crate::with_width;
 
 // ------------------------------------------------------------------------------------------------
 // The array
@@ -227,13 +227,10 @@ impl SparseArray {
         let elem = ElemType::from_data_type(&data_type)?;
         let fill = match fill {
             Some(f) => f,
-            None => data_type
-                .fill_value_v3(&v3.fill_value)
-                .map_err(|e| Error::InvalidMetadata(format!("fill value: {e}")))?
-                .as_ne_bytes()
-                .to_vec(),
+            None => data_type.fill_value_v3(&v3.fill_value).map_err(|e| Error::InvalidMetadata(format!("fill value: {e}")))?.as_ne_bytes().to_vec(),
         };
-        let not_sparse = || Error::InvalidMetadata(format!("not a sparse array: codecs must be [{CODEC_NAME}] or [sharding_indexed with codecs [{CODEC_NAME}]]"));
+        let not_sparse =
+            || Error::InvalidMetadata(format!("not a sparse array: codecs must be [{CODEC_NAME}] or [sharding_indexed with codecs [{CODEC_NAME}]]"));
         let (layout, sparse_meta, inner) = match v3.codecs.as_slice() {
             [c] if c.name() == CODEC_NAME => (None, c.clone(), outer.clone()),
             [s] if s.name() == "sharding_indexed" => {
@@ -362,11 +359,7 @@ impl SparseArray {
             let per_outer: Vec<Vec<ChunkEntries>> = try_map(&outers, |og| self.read_outer(store, og, &inner_per_dim, &maps, monotone, cache))?;
             Ok(per_outer.into_iter().flatten().collect())
         };
-        let results = if outers.len() == 1 && self.layout.is_none() {
-            work()?
-        } else {
-            run_in_pool(self.concurrency.threads, work)?
-        };
+        let results = if outers.len() == 1 && self.layout.is_none() { work()? } else { run_in_pool(self.concurrency.threads, work)? };
         let threads = self.concurrency.threads;
         assemble(results, out_shape, self.elem().size(), monotone, format, threads)
     }
@@ -393,12 +386,8 @@ impl SparseArray {
         };
         // Inner chunks of this shard that the region touches.
         let grid = layout.grid();
-        let ranges: Vec<Vec<u64>> = inner_per_dim
-            .iter()
-            .zip(og)
-            .zip(grid)
-            .map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect())
-            .collect();
+        let ranges: Vec<Vec<u64>> =
+            inner_per_dim.iter().zip(og).zip(grid).map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect()).collect();
         let wanted: Vec<(usize, Vec<u64>)> = grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect();
         if wanted.is_empty() {
             return Ok(Vec::new());
@@ -587,7 +576,9 @@ impl SparseArray {
                     for ((c, slot), (_, rm, cm)) in members.iter().zip(slots).zip(&counted) {
                         // SAFETY: the entries of rows `olo..ohi` go to the slots counted for those
                         // rows, which no other range writes, all below `upper` (checked above).
-                        with_width!(slot.raw.width, W, unsafe { place_rows::<W>(slot, rm, cm, ic, ra - c.gr * ir, rb - c.gr * ir, olo, &mut cursor, &out) });
+                        with_width!(slot.raw.width, W, unsafe {
+                            place_rows::<W>(slot, rm, cm, ic, ra - c.gr * ir, rb - c.gr * ir, olo, &mut cursor, &out)
+                        });
                     }
                     Ok(())
                 })
@@ -639,12 +630,8 @@ impl SparseArray {
             return Ok(vec![Encoded2d { gr: og[0], gc: og[1], key, buf, start: 0, len }]);
         };
         let grid = layout.grid();
-        let ranges: Vec<Vec<u64>> = inner_per_dim
-            .iter()
-            .zip(og)
-            .zip(grid)
-            .map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect())
-            .collect();
+        let ranges: Vec<Vec<u64>> =
+            inner_per_dim.iter().zip(og).zip(grid).map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect()).collect();
         let wanted: Vec<(usize, Vec<u64>)> = grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect();
         if wanted.is_empty() {
             return Ok(Vec::new());
@@ -741,7 +728,9 @@ impl SparseArray {
             let origin: Vec<u64> = rc.iter().zip(&first).zip(&self.inner).map(|((&r, &f), &c)| (r + f) * c).collect();
             match &source {
                 Source::Csr(csr) => Ok(self.csr_chunk(entries, csr, start, shape, &origin)),
-                Source::Buckets(buckets) => self.canonical(entries, &buckets.perm[buckets.offsets[b]..buckets.offsets[b + 1]], start, &origin, duplicates),
+                Source::Buckets(buckets) => {
+                    self.canonical(entries, &buckets.perm[buckets.offsets[b]..buckets.offsets[b + 1]], start, &origin, duplicates)
+                }
             }
         };
         // 3. Group chunks by stored value.
@@ -1116,15 +1105,29 @@ fn touched(sel: &DimSel, chunk: u64) -> Vec<u64> {
 // ------------------------------------------------------------------------------------------------
 
 enum DimMap {
-    Range { start: u64, step: u64, len: u64 },
+    Range {
+        start: u64,
+        step: u64,
+        len: u64,
+    },
     /// `(array index, output position)` sorted by index, then position.
-    List { pairs: Vec<(u64, u64)>, monotone: bool },
+    List {
+        pairs: Vec<(u64, u64)>,
+        monotone: bool,
+    },
 }
 
 enum LocalMap {
-    Range { start: i128, step: i128, len: i128 },
+    Range {
+        start: i128,
+        step: i128,
+        len: i128,
+    },
     /// Per local index `i`, the output positions `positions[offsets[i]..offsets[i + 1]]`.
-    Table { offsets: Vec<u32>, positions: Vec<u64> },
+    Table {
+        offsets: Vec<u32>,
+        positions: Vec<u64>,
+    },
 }
 
 enum Mapped<'a> {
@@ -1158,11 +1161,9 @@ impl DimMap {
     /// The map for local indices `0..n` of a chunk starting at array index `origin`.
     fn local(&self, origin: u64, n: u64) -> LocalMap {
         match self {
-            Self::Range { start, step, len } => LocalMap::Range {
-                start: i128::from(*start) - i128::from(origin),
-                step: i128::from(*step),
-                len: i128::from(*len),
-            },
+            Self::Range { start, step, len } => {
+                LocalMap::Range { start: i128::from(*start) - i128::from(origin), step: i128::from(*step), len: i128::from(*len) }
+            }
             Self::List { pairs, .. } => {
                 let lo = pairs.partition_point(|p| p.0 < origin);
                 let hi = pairs.partition_point(|p| p.0 < origin + n);
@@ -1210,7 +1211,6 @@ impl LocalMap {
     }
 }
 
-
 // ------------------------------------------------------------------------------------------------
 // The 2-d fast path: monotone maps and placement
 // ------------------------------------------------------------------------------------------------
@@ -1224,7 +1224,11 @@ struct Band {
 
 /// A monotone selection along one dimension: array index -> output position.
 enum Map1 {
-    Range { start: u64, step: u64, len: u64 },
+    Range {
+        start: u64,
+        step: u64,
+        len: u64,
+    },
     /// Sorted, unique indices.
     List(Vec<u64>),
 }
@@ -1265,9 +1269,7 @@ impl ChunkMap {
             Map1::Range { start, step: 1, len } => Self::Offset { sub: *start as i64 - origin as i64, len: *len as i64 },
             Map1::Range { start, step, len } => Self::Lut(
                 (origin..origin + n)
-                    .map(|i| {
-                        if i < *start || (i - start) % step != 0 || (i - start) / step >= *len { u64::MAX } else { (i - start) / step }
-                    })
+                    .map(|i| if i < *start || (i - start) % step != 0 || (i - start) / step >= *len { u64::MAX } else { (i - start) / step })
                     .collect(),
             ),
             Map1::List(v) => {
@@ -1610,10 +1612,7 @@ fn assemble(mut results: Vec<ChunkEntries>, shape: Vec<u64>, es: usize, monotone
         // General case (unsorted or repeated indices): sort every entry by its coordinates.
         let mut all: Vec<(usize, usize)> = results.iter().enumerate().flat_map(|(i, r)| (0..r.len()).map(move |k| (i, k))).collect();
         let cmp = |a: &(usize, usize), b: &(usize, usize)| {
-            (0..ndim)
-                .map(|d| results[a.0].coords[d][a.1].cmp(&results[b.0].coords[d][b.1]))
-                .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
+            (0..ndim).map(|d| results[a.0].coords[d][a.1].cmp(&results[b.0].coords[d][b.1])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
         };
         run_in_pool(threads, || {
             all.par_sort_unstable_by(cmp);
@@ -1706,7 +1705,8 @@ impl<'a> Entries<'a> {
                 if values.len() != n * es || coords.iter().any(|c| c.len() != n) {
                     return Err(bad("coordinate and value arrays differ in length".into()));
                 }
-                let e = Self { n, ndim, coo: Some(coords), major: std::sync::OnceLock::new(), minor: None, indptr: None, axis: 0, values, sorted: false };
+                let e =
+                    Self { n, ndim, coo: Some(coords), major: std::sync::OnceLock::new(), minor: None, indptr: None, axis: 0, values, sorted: false };
                 e.check(shape)?;
                 Ok(e)
             }
@@ -1737,9 +1737,7 @@ impl<'a> Entries<'a> {
                         let c = indices.get(k);
                         #[allow(clippy::cast_possible_wrap)]
                         if c < 0 || c >= n_minor as i64 {
-                            return Err(bad(format!(
-                                "entry {k} at index {c} of row/column {r} is outside the written region of shape {shape:?}"
-                            )));
+                            return Err(bad(format!("entry {k} at index {c} of row/column {r} is outside the written region of shape {shape:?}")));
                         }
                         if k > a as usize && indices.get(k - 1) >= c {
                             sorted = false;
@@ -1755,7 +1753,8 @@ impl<'a> Entries<'a> {
     fn coord_signed(&self, d: usize, k: usize) -> i64 {
         match self.coo {
             Some(c) => c[d].get(k),
-            None => {
+            None =>
+            {
                 #[allow(clippy::cast_possible_wrap)]
                 if d == self.axis {
                     self.major()[k] as i64
@@ -1800,17 +1799,16 @@ impl<'a> Entries<'a> {
         let bad_at = (0..self.ndim).find_map(|d| {
             let n = shape[d];
             #[allow(clippy::cast_possible_wrap)]
-            (0..self.n).find(|&k| {
-                let c = self.coord_signed(d, k);
-                c < 0 || c >= n as i64
-            })
-            .map(|k| (d, k))
+            (0..self.n)
+                .find(|&k| {
+                    let c = self.coord_signed(d, k);
+                    c < 0 || c >= n as i64
+                })
+                .map(|k| (d, k))
         });
         if let Some((d, k)) = bad_at {
             let coords: Vec<i64> = (0..self.ndim).map(|dd| self.coord_signed(dd, k)).collect();
-            return Err(Error::InvalidArgument(format!(
-                "entry {k} at {coords:?} is outside the written region of shape {shape:?} (dimension {d})"
-            )));
+            return Err(Error::InvalidArgument(format!("entry {k} at {coords:?} is outside the written region of shape {shape:?} (dimension {d})")));
         }
         Ok(())
     }
@@ -1898,8 +1896,11 @@ mod tests {
             "value_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]}});
         let (grid, codecs) = match shards {
             None => (chunks.to_vec(), serde_json::json!([sparse])),
-            Some(s) => (s.to_vec(), serde_json::json!([{"name": "sharding_indexed", "configuration": {"chunk_shape": chunks, "codecs": [sparse],
-                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}], "index_location": "end"}}])),
+            Some(s) => (
+                s.to_vec(),
+                serde_json::json!([{"name": "sharding_indexed", "configuration": {"chunk_shape": chunks, "codecs": [sparse],
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}], "index_location": "end"}}]),
+            ),
         };
         serde_json::json!({"zarr_format": 3, "node_type": "array", "shape": shape, "data_type": "int32",
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": grid}},
@@ -1940,12 +1941,19 @@ mod tests {
         for shards in [None, Some(&[8u64, 10][..])] {
             let dir = std::env::temp_dir().join(format!("szsparse-fail-{}-{}", std::process::id(), shards.is_some()));
             let store = FsStore::new(&dir, false);
-            let arr = SparseArray::from_metadata_json(&meta(&[13, 17], &[4, 5], shards), None, "", EngineOptions::default(), Concurrency::default()).unwrap();
+            let arr = SparseArray::from_metadata_json(&meta(&[13, 17], &[4, 5], shards), None, "", EngineOptions::default(), Concurrency::default())
+                .unwrap();
             let rows: Vec<i64> = (0..13).collect();
             let cols: Vec<i64> = (0..13).collect();
             let vals: Vec<u8> = (1..=13i32).flat_map(i32::to_ne_bytes).collect();
-            arr.write(&store, &[0, 0], &[13, 17], &SparseInput::Coo { coords: &[Indices::I64(&rows), Indices::I64(&cols)], values: &vals }, Duplicates::Error)
-                .unwrap();
+            arr.write(
+                &store,
+                &[0, 0],
+                &[13, 17],
+                &SparseInput::Coo { coords: &[Indices::I64(&rows), Indices::I64(&cols)], values: &vals },
+                Duplicates::Error,
+            )
+            .unwrap();
             let before = densify(&arr.read(&store, &[DimSel::range(0, 13), DimSel::range(0, 17)], ReadFormat::Coo, None).unwrap());
             for _ in 0..20 {
                 let dup_r = [12i64, 12];
@@ -1965,7 +1973,8 @@ mod tests {
         for shards in [None, Some(&[8u64, 10][..])] {
             let dir = std::env::temp_dir().join(format!("szsparse-{}-{}", std::process::id(), shards.is_some()));
             let store = FsStore::new(&dir, false);
-            let arr = SparseArray::from_metadata_json(&meta(&[13, 17], &[4, 5], shards), None, "", EngineOptions::default(), Concurrency::default()).unwrap();
+            let arr = SparseArray::from_metadata_json(&meta(&[13, 17], &[4, 5], shards), None, "", EngineOptions::default(), Concurrency::default())
+                .unwrap();
             // dense reference: value = r*100+c on a pattern
             let mut dense = vec![0i32; 13 * 17];
             let (mut rows, mut cols, mut vals) = (vec![], vec![], vec![]);
@@ -2010,7 +2019,14 @@ mod tests {
             let indptr = [0i64, 3, 3];
             let indices = [1i64, 1, 2];
             let v: Vec<u8> = [5i32, 6, 0].iter().flat_map(|x| x.to_ne_bytes()).collect();
-            arr.write(&store, &[5, 6], &[2, 4], &SparseInput::Compressed { axis: 0, indptr: Indices::I64(&indptr), indices: Indices::I64(&indices), values: &v }, Duplicates::Sum).unwrap();
+            arr.write(
+                &store,
+                &[5, 6],
+                &[2, 4],
+                &SparseInput::Compressed { axis: 0, indptr: Indices::I64(&indptr), indices: Indices::I64(&indices), values: &v },
+                Duplicates::Sum,
+            )
+            .unwrap();
             for r in 5..7 {
                 for c in 6..10 {
                     dense[r * 17 + c] = 0;
@@ -2041,5 +2057,4 @@ mod tests {
             std::fs::remove_dir_all(&dir).ok();
         }
     }
-
 }

@@ -137,8 +137,10 @@ impl ElemType {
     #[must_use]
     #[inline]
     pub fn equals(self, e: &[u8], fill: &[u8]) -> bool {
-        let f32_eq = |a: &[u8], b: &[u8]| f32::from_ne_bytes(a.try_into().unwrap_or_default()) == f32::from_ne_bytes(b.try_into().unwrap_or_default());
-        let f64_eq = |a: &[u8], b: &[u8]| f64::from_ne_bytes(a.try_into().unwrap_or_default()) == f64::from_ne_bytes(b.try_into().unwrap_or_default());
+        let f32_eq =
+            |a: &[u8], b: &[u8]| f32::from_ne_bytes(a.try_into().unwrap_or_default()) == f32::from_ne_bytes(b.try_into().unwrap_or_default());
+        let f64_eq =
+            |a: &[u8], b: &[u8]| f64::from_ne_bytes(a.try_into().unwrap_or_default()) == f64::from_ne_bytes(b.try_into().unwrap_or_default());
         match self {
             Self::F32 => f32_eq(e, fill),
             Self::F64 => f64_eq(e, fill),
@@ -159,7 +161,10 @@ impl ElemType {
             Self::F32 => f32::from_ne_bytes(e.try_into().unwrap_or_default()).is_nan(),
             Self::F64 => f64::from_ne_bytes(e.try_into().unwrap_or_default()).is_nan(),
             Self::C64 => self_nan32(&e[..4]) || self_nan32(&e[4..]),
-            Self::C128 => f64::from_ne_bytes(e[..8].try_into().unwrap_or_default()).is_nan() || f64::from_ne_bytes(e[8..].try_into().unwrap_or_default()).is_nan(),
+            Self::C128 => {
+                f64::from_ne_bytes(e[..8].try_into().unwrap_or_default()).is_nan()
+                    || f64::from_ne_bytes(e[8..].try_into().unwrap_or_default()).is_nan()
+            }
             Self::F16 => {
                 let v = u16::from_ne_bytes([e[0], e[1]]);
                 v & 0x7c00 == 0x7c00 && v & 0x03ff != 0
@@ -172,7 +177,8 @@ impl ElemType {
     pub fn add_assign(self, acc: &mut [u8], e: &[u8]) {
         macro_rules! int {
             ($t:ty) => {{
-                let v = <$t>::from_ne_bytes(acc[..].try_into().unwrap_or_default()).wrapping_add(<$t>::from_ne_bytes(e.try_into().unwrap_or_default()));
+                let v =
+                    <$t>::from_ne_bytes(acc[..].try_into().unwrap_or_default()).wrapping_add(<$t>::from_ne_bytes(e.try_into().unwrap_or_default()));
                 acc.copy_from_slice(&v.to_ne_bytes());
             }};
         }
@@ -349,9 +355,8 @@ struct SubChain {
 
 impl SubChain {
     fn new(codecs: &[MetadataV3], swap_unit: usize, what: &str, options: &EngineOptions) -> Result<Self> {
-        let (first, rest) = codecs
-            .split_first()
-            .ok_or_else(|| Error::InvalidMetadata(format!("{CODEC_NAME}: {what} must start with the bytes codec")))?;
+        let (first, rest) =
+            codecs.split_first().ok_or_else(|| Error::InvalidMetadata(format!("{CODEC_NAME}: {what} must start with the bytes codec")))?;
         if first.name() != "bytes" {
             return Err(Error::Unsupported(format!("{CODEC_NAME}: {what} must start with the bytes codec, not {:?}", first.name())));
         }
@@ -413,22 +418,16 @@ impl SparseChunkCodec {
             return Err(Error::InvalidArgument(format!("fill value has {} bytes, the data type {}", fill.len(), elem.size())));
         }
         if elem.is_nan(fill) {
-            return Err(Error::InvalidArgument(
-                "sparse arrays need a fill value that values can equal; NaN is never equal to anything".into(),
-            ));
+            return Err(Error::InvalidArgument("sparse arrays need a fill value that values can equal; NaN is never equal to anything".into()));
         }
         if shape.is_empty() || shape.contains(&0) {
             return Err(Error::InvalidMetadata(format!("sparse chunks need a non-empty chunk shape, got {shape:?}")));
         }
         let mut strides = vec![1u64; shape.len()];
         for d in (0..shape.len().saturating_sub(1)).rev() {
-            strides[d] = strides[d + 1]
-                .checked_mul(shape[d + 1])
-                .ok_or_else(|| Error::InvalidMetadata("chunk has too many elements".into()))?;
+            strides[d] = strides[d + 1].checked_mul(shape[d + 1]).ok_or_else(|| Error::InvalidMetadata("chunk has too many elements".into()))?;
         }
-        strides[0]
-            .checked_mul(shape[0])
-            .ok_or_else(|| Error::InvalidMetadata("chunk has too many elements".into()))?;
+        strides[0].checked_mul(shape[0]).ok_or_else(|| Error::InvalidMetadata("chunk has too many elements".into()))?;
         let width = coord_width(shape);
         Ok(Self {
             shape: shape.to_vec(),

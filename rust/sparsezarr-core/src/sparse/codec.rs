@@ -9,8 +9,8 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
 use zarrs::array::codec::api::{
-    ArrayCodecTraits, ArrayToBytesCodecTraits, Codec, CodecError, CodecMetadataOptions, CodecOptions, CodecPluginV3, CodecTraits,
-    CodecTraitsV3, PartialDecoderCapability, PartialEncoderCapability, RecommendedConcurrency,
+    ArrayCodecTraits, ArrayToBytesCodecTraits, Codec, CodecError, CodecMetadataOptions, CodecOptions, CodecPluginV3, CodecTraits, CodecTraitsV3,
+    PartialDecoderCapability, PartialEncoderCapability, RecommendedConcurrency,
 };
 use zarrs::array::{ArrayBytes, ArrayBytesRaw, BytesRepresentation, DataType, FillValue};
 use zarrs::metadata::Configuration;
@@ -105,7 +105,12 @@ impl ArrayToBytesCodecTraits for SparseCodec {
         self as Arc<dyn ArrayToBytesCodecTraits>
     }
 
-    fn encoded_representation(&self, _shape: &[NonZeroU64], _data_type: &DataType, _fill_value: &FillValue) -> Result<BytesRepresentation, CodecError> {
+    fn encoded_representation(
+        &self,
+        _shape: &[NonZeroU64],
+        _data_type: &DataType,
+        _fill_value: &FillValue,
+    ) -> Result<BytesRepresentation, CodecError> {
         Ok(BytesRepresentation::UnboundedSize)
     }
 
@@ -167,9 +172,8 @@ mod tests {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let view = RawView::c_order_const(&bytes, &[6, 8], 8);
         let store = SnapshotStore::new(false);
-        let reqs: Vec<ChunkRequest> = (0..2)
-            .map(|i| ChunkRequest { key: format!("c/{i}/0"), selection: Selection::whole(&[3, 8], &[3 * i, 0]), complete: true })
-            .collect();
+        let reqs: Vec<ChunkRequest> =
+            (0..2).map(|i| ChunkRequest { key: format!("c/{i}/0"), selection: Selection::whole(&[3, 8], &[3 * i, 0]), complete: true }).collect();
         engine.write(&store, &reqs, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap();
         let writes = store.take_writes();
         assert_eq!(writes.len(), 2);

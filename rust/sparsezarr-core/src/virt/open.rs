@@ -120,7 +120,11 @@ fn check_real_path(root: &Path, key: &str) -> Result<()> {
         Err(e) => return Err(Error::io(key, e)),
     };
     if !real.starts_with(&real_root) {
-        return Err(confine(format!("{key:?} resolves to {} through a symbolic link, outside the view's root {}", real.display(), real_root.display())));
+        return Err(confine(format!(
+            "{key:?} resolves to {} through a symbolic link, outside the view's root {}",
+            real.display(),
+            real_root.display()
+        )));
     }
     Ok(())
 }
@@ -183,7 +187,11 @@ pub fn resolve(leaf: &LeafSpec, loc: &Location, options: &OpenOptions) -> Result
     let real = std::fs::canonicalize(&norm).map_err(|e| Error::io(url, e))?;
     let real_allowed = std::fs::canonicalize(&allowed).map_err(|e| Error::io(url, e))?;
     if !real.starts_with(&real_allowed) {
-        return Err(confine(format!("URL {url:?} resolves to {} through a symbolic link, outside the allowed {}", real.display(), real_allowed.display())));
+        return Err(confine(format!(
+            "URL {url:?} resolves to {} through a symbolic link, outside the allowed {}",
+            real.display(),
+            real_allowed.display()
+        )));
     }
     let parent = norm.parent().unwrap_or_else(|| Path::new("/")).to_path_buf();
     let name = norm.file_name().and_then(|n| n.to_str()).ok_or_else(|| confine(format!("URL {url:?} names no array")))?.to_string();
@@ -329,7 +337,13 @@ pub fn open_component(leaf: &LeafSpec, loc: &Location, storage: Storage, options
         let attrs = read_json(&*store, &format!("{}.zattrs", r.prefix))?.unwrap_or_default();
         return compressed(leaf, &attrs, &r, storage, options, threads);
     }
-    Err(Error::io(key, std::io::Error::new(std::io::ErrorKind::NotFound, format!("virtual array component {key:?} does not exist (no zarr.json, .zarray, .zgroup or {DOCUMENT_KEY})"))))
+    Err(Error::io(
+        key,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("virtual array component {key:?} does not exist (no zarr.json, .zarray, .zgroup or {DOCUMENT_KEY})"),
+        ),
+    ))
 }
 
 fn dense(text: &str, meta: &serde_json::Value, r: &Resolved, options: &OpenOptions) -> Result<Component> {
@@ -353,7 +367,14 @@ fn dense(text: &str, meta: &serde_json::Value, r: &Resolved, options: &OpenOptio
     Ok(Component::Dense { engine, keys, chunk, shape, store: r.store.clone() })
 }
 
-fn compressed(leaf: &LeafSpec, attrs: &serde_json::Value, r: &Resolved, storage: Storage, options: &OpenOptions, threads: usize) -> Result<Component> {
+fn compressed(
+    leaf: &LeafSpec,
+    attrs: &serde_json::Value,
+    r: &Resolved,
+    storage: Storage,
+    options: &OpenOptions,
+    threads: usize,
+) -> Result<Component> {
     let key = r.prefix.trim_end_matches('/');
     let enc = attrs.get("encoding-type").and_then(|v| v.as_str()).unwrap_or_default();
     let want = match storage {
@@ -362,7 +383,11 @@ fn compressed(leaf: &LeafSpec, attrs: &serde_json::Value, r: &Resolved, storage:
         _ => return Err(kind_error(key, storage, if enc.is_empty() { "a group" } else { enc })),
     };
     if enc != want {
-        return Err(kind_error(key, storage, &if enc.is_empty() { "a group without an anndata encoding-type".to_string() } else { format!("a {enc} group") }));
+        return Err(kind_error(
+            key,
+            storage,
+            &if enc.is_empty() { "a group without an anndata encoding-type".to_string() } else { format!("a {enc} group") },
+        ));
     }
     let shape = json_shape(attrs.get("shape")).ok_or_else(|| Error::InvalidMetadata(format!("{key}: group attribute shape is missing")))?;
     let member = |name: &str| -> Result<(String, String, serde_json::Value)> {

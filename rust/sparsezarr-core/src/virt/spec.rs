@@ -252,7 +252,10 @@ fn check_compressed(storage: Storage, shape: &[u64], leaves: &[LeafSpec], layers
     }
     for layer in layers {
         if layer.lo[minor] != 0 || layer.hi[minor] != shape[minor] {
-            return Err(bad(format!("{storage:?} components may only be combined along {what}: a part covers only {}..{} of the other axis", layer.lo[minor], layer.hi[minor])));
+            return Err(bad(format!(
+                "{storage:?} components may only be combined along {what}: a part covers only {}..{} of the other axis",
+                layer.lo[minor], layer.hi[minor]
+            )));
         }
         let Some(leaf) = layer.leaf else { continue };
         let ok = leaves[leaf].shape.len() == 2
@@ -261,7 +264,9 @@ fn check_compressed(storage: Storage, shape: &[u64], leaves: &[LeafSpec], layers
             && layer.maps[minor] == DimMap::Affine { view_dim: minor, offset: 0, stride: 1 }
             && matches!(layer.maps[major], DimMap::Affine { view_dim, .. } if view_dim == major);
         if !ok {
-            return Err(bad(format!("{storage:?} components may only be combined, sliced and reordered along {what}; component {leaf} is used otherwise")));
+            return Err(bad(format!(
+                "{storage:?} components may only be combined, sliced and reordered along {what}; component {leaf} is used otherwise"
+            )));
         }
     }
     Ok(())
@@ -287,11 +292,13 @@ fn compile_node(node: &Node, dtype: &str, leaves: &mut Vec<LeafSpec>, depth: usi
             leaves.push(LeafSpec { path: path.clone(), url: url.clone(), shape: shape.clone(), data_type: data_type.clone() });
             #[allow(clippy::cast_possible_wrap)]
             let maps = (0..shape.len()).map(|d| DimMap::Affine { view_dim: d, offset: 0, stride: 1 }).collect();
-            let layers = if shape.contains(&0) { vec![] } else { vec![Layer { leaf: Some(leaf), lo: vec![0; shape.len()], hi: shape.clone(), maps }] };
+            let layers =
+                if shape.contains(&0) { vec![] } else { vec![Layer { leaf: Some(leaf), lo: vec![0; shape.len()], hi: shape.clone(), maps }] };
             Ok((shape.clone(), layers))
         }
         Node::Fill { shape } => {
-            let layers = if shape.contains(&0) { vec![] } else { vec![Layer { leaf: None, lo: vec![0; shape.len()], hi: shape.clone(), maps: vec![] }] };
+            let layers =
+                if shape.contains(&0) { vec![] } else { vec![Layer { leaf: None, lo: vec![0; shape.len()], hi: shape.clone(), maps: vec![] }] };
             Ok((shape.clone(), layers))
         }
         Node::Concat { axis, components } => {
@@ -306,7 +313,10 @@ fn compile_node(node: &Node, dtype: &str, leaves: &mut Vec<LeafSpec>, depth: usi
             for (i, (s, ls)) in parts.into_iter().enumerate() {
                 let same = s.len() == rank && (0..rank).all(|d| d == *axis || s[d] == shape[d]);
                 if !same {
-                    return Err(bad(format!("{at}: concat component {i} has shape {s:?}, which does not match {:?} except along axis {axis}", shape)));
+                    return Err(bad(format!(
+                        "{at}: concat component {i} has shape {s:?}, which does not match {:?} except along axis {axis}",
+                        shape
+                    )));
                 }
                 let shift = shape[*axis];
                 for mut l in ls {
@@ -377,7 +387,10 @@ pub(crate) fn slice_window(start: u64, step: i64, size: u64, lo: u64, hi: u64) -
     // Smallest j with start + step*j >= lo (step > 0) or < hi (step < 0), etc.
     let (a, b) = if step > 0 {
         // j >= (lo - start)/step, j < (hi - start)/step
-        ((lo - start).div_euclid(step) + i128::from((lo - start).rem_euclid(step) != 0), (hi - start).div_euclid(step) + i128::from((hi - start).rem_euclid(step) != 0))
+        (
+            (lo - start).div_euclid(step) + i128::from((lo - start).rem_euclid(step) != 0),
+            (hi - start).div_euclid(step) + i128::from((hi - start).rem_euclid(step) != 0),
+        )
     } else {
         let s = -step;
         // start - s*j < hi  <=>  j > (start - hi)/s ; start - s*j >= lo <=> j <= (start - lo)/s
@@ -500,7 +513,10 @@ mod tests {
     use super::*;
 
     fn doc(source: serde_json::Value, shape: &[u64]) -> Document {
-        Document::from_json(&serde_json::json!({"virtual_array_format": 1, "shape": shape, "data_type": "int32", "fill_value": 0, "source": source}).to_string()).unwrap()
+        Document::from_json(
+            &serde_json::json!({"virtual_array_format": 1, "shape": shape, "data_type": "int32", "fill_value": 0, "source": source}).to_string(),
+        )
+        .unwrap()
     }
 
     fn arr(p: &str, shape: &[u64]) -> serde_json::Value {
@@ -546,8 +562,15 @@ mod tests {
             deep = serde_json::json!({"kind": "concat", "axis": 0, "components": [deep]});
         }
         assert!(doc(deep, &[2]).compile().unwrap_err().to_string().contains("deeper"));
-        assert!(Document::from_json(r#"{"virtual_array_format": 2, "shape": [], "data_type": "int32", "source": {"kind": "fill", "shape": []}}"#).is_err());
-        assert!(doc(serde_json::json!({"kind": "index", "selection": [{"start": 0, "step": 1, "size": 4}], "source": arr("a", &[3])}), &[4]).compile().is_err());
+        assert!(
+            Document::from_json(r#"{"virtual_array_format": 2, "shape": [], "data_type": "int32", "source": {"kind": "fill", "shape": []}}"#)
+                .is_err()
+        );
+        assert!(
+            doc(serde_json::json!({"kind": "index", "selection": [{"start": 0, "step": 1, "size": 4}], "source": arr("a", &[3])}), &[4])
+                .compile()
+                .is_err()
+        );
     }
 
     #[test]
@@ -555,11 +578,13 @@ mod tests {
         for (start, step, size) in [(0u64, 1i64, 10u64), (9, -1, 10), (1, 3, 3), (8, -3, 3), (5, -2, 3)] {
             for lo in 0..10 {
                 for hi in lo..=10 {
-                    let want: Vec<u64> = (0..size).filter(|&j| {
-                        #[allow(clippy::cast_possible_wrap)]
-                        let v = start as i64 + step * j as i64;
-                        v >= lo as i64 && v < hi as i64
-                    }).collect();
+                    let want: Vec<u64> = (0..size)
+                        .filter(|&j| {
+                            #[allow(clippy::cast_possible_wrap)]
+                            let v = start as i64 + step * j as i64;
+                            v >= lo as i64 && v < hi as i64
+                        })
+                        .collect();
                     let (a, b) = slice_window(start, step, size, lo, hi);
                     assert_eq!((a..b).collect::<Vec<_>>(), want, "{start} {step} {size} {lo} {hi}");
                 }

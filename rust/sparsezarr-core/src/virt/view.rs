@@ -133,7 +133,9 @@ fn view_fill(data_type: &str, fill: &serde_json::Value) -> Result<(Vec<u8>, Data
         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}]
     });
     let bad = |e: String| Error::InvalidMetadata(format!("virtual array: {e}"));
-    let ArrayMetadata::V3(v3) = serde_json::from_value::<ArrayMetadata>(meta).map_err(|e| bad(format!("data type {data_type:?} / fill value {fill}: {e}")))? else {
+    let ArrayMetadata::V3(v3) =
+        serde_json::from_value::<ArrayMetadata>(meta).map_err(|e| bad(format!("data type {data_type:?} / fill value {fill}: {e}")))?
+    else {
         return Err(Error::Internal("v3 metadata parsed as v2".into()));
     };
     let dt = DataType::from_metadata(&v3.data_type).map_err(|e| bad(format!("data type {data_type:?}: {e}")))?;
@@ -241,7 +243,9 @@ impl VirtualArray {
             && f != self.fill
         {
             let name = leaf.path.as_deref().or(leaf.url.as_deref()).unwrap_or_default();
-            return Err(Error::InvalidMetadata(format!("virtual array component {name:?} has a different fill value than the view (sparse components must share it)")));
+            return Err(Error::InvalidMetadata(format!(
+                "virtual array component {name:?} has a different fill value than the view (sparse components must share it)"
+            )));
         }
         let c = Arc::new(c);
         *slot = Some(c.clone());
@@ -429,7 +433,8 @@ impl VirtualArray {
         let n_out = outs.iter().filter(|o| o.is_some()).count();
         let (parts, _) = self.split(sels, outs);
         let comps = self.open_all(&parts.iter().map(|p| p.leaf).collect::<Vec<_>>())?;
-        let pieces = run_in_pool(self.options.concurrency.threads, || try_map(&parts, |p| entries_component(get(&comps, p.leaf)?, &p.sels, &p.outs)))?;
+        let pieces =
+            run_in_pool(self.options.concurrency.threads, || try_map(&parts, |p| entries_component(get(&comps, p.leaf)?, &p.sels, &p.outs)))?;
         let mut all = Entries { coords: vec![Vec::new(); n_out], values: Vec::new() };
         for (p, piece) in parts.iter().zip(pieces) {
             let nnz = piece.coords.first().map_or_else(|| piece.values.len() / self.fill.len().max(1), Vec::len);
@@ -460,7 +465,12 @@ impl VirtualArray {
         }
         for d in 0..nd {
             if start[d] + shape[d] > vshape[d] {
-                return Err(Error::Selection(format!("box {}..{} out of bounds for length {} (dimension {d})", start[d], start[d] + shape[d], vshape[d])));
+                return Err(Error::Selection(format!(
+                    "box {}..{} out of bounds for length {} (dimension {d})",
+                    start[d],
+                    start[d] + shape[d],
+                    vshape[d]
+                )));
             }
         }
         let es = self.fill.len();
@@ -498,7 +508,9 @@ impl VirtualArray {
                         lshape.push(hi[view_dim] - lo[view_dim]);
                     }
                     DimMap::Affine { .. } => {
-                        return Err(Error::Unsupported("sparse writes through a view that steps or reverses a component (write the component directly)".into()));
+                        return Err(Error::Unsupported(
+                            "sparse writes through a view that steps or reverses a component (write the component directly)".into(),
+                        ));
                     }
                 }
             }
@@ -664,13 +676,18 @@ impl VirtualArray {
                             .collect();
                         source.indices().read_runs_at(&**store, &packed, &RawView::c_order(&mut tmp, &[m], kind.size()))?;
                         let mut conv = vec![0u8; m as usize * out_kind.size()];
-                        convert_checked("stored indices", kind, &tmp, out_kind, &mut conv, n_minor).map_err(|e| e.with_key(source.indices().path()))?;
+                        convert_checked("stored indices", kind, &tmp, out_kind, &mut conv, n_minor)
+                            .map_err(|e| e.with_key(source.indices().path()))?;
                         let sz = out_kind.size();
                         for (&(_, dst, len), &(_, src, _)) in rs.iter().zip(&packed) {
                             // SAFETY: `dst..dst+len` lies inside the index output (checked when the
                             // runs were built) and belongs to this component alone.
                             unsafe {
-                                std::ptr::copy_nonoverlapping(conv.as_ptr().add(src as usize * sz), ind_view.ptr().add(dst as usize * sz), len as usize * sz);
+                                std::ptr::copy_nonoverlapping(
+                                    conv.as_ptr().add(src as usize * sz),
+                                    ind_view.ptr().add(dst as usize * sz),
+                                    len as usize * sz,
+                                );
                             }
                         }
                         Ok(())
@@ -682,9 +699,15 @@ impl VirtualArray {
         check_range("stored indices", out_kind, &ind, n_minor)?;
         #[allow(clippy::cast_possible_wrap)]
         let (indices, indptr) = if wide {
-            (IndexVec::I64(ind.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()), IndexVec::I64(offsets.iter().map(|&v| v as i64).collect()))
+            (
+                IndexVec::I64(ind.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()),
+                IndexVec::I64(offsets.iter().map(|&v| v as i64).collect()),
+            )
         } else {
-            (IndexVec::I32(ind.chunks_exact(4).map(|c| i32::from_ne_bytes(c.try_into().unwrap_or_default())).collect()), IndexVec::I32(offsets.iter().map(|&v| v as i32).collect()))
+            (
+                IndexVec::I32(ind.chunks_exact(4).map(|c| i32::from_ne_bytes(c.try_into().unwrap_or_default())).collect()),
+                IndexVec::I32(offsets.iter().map(|&v| v as i32).collect()),
+            )
         };
         Ok(Gathered { data, indices, indptr, nnz: n })
     }

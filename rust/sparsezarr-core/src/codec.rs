@@ -484,7 +484,7 @@ pub enum ValueSource<'a> {
     /// An array (the output-side selection indexes it), with a byte-swap unit (0 = native).
     Array {
         /// The input array.
-        view: &'a RawView,
+        view: &'a RawView<'a>,
         /// Byte-swap unit for a foreign byte order, 0 for native.
         swap: usize,
     },

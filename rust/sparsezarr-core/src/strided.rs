@@ -7,56 +7,80 @@
 //! copied with `memcpy`; adjacent dimensions that are contiguous on both sides are merged first, so
 //! a whole chunk landing in a C-ordered output costs one `memcpy` per output row segment.
 
+use std::marker::PhantomData;
+
 use crate::error::{Error, Result};
 use crate::selection::{DimSel, Selection};
 
-/// Raw N-dimensional memory: base pointer, shape, strides in bytes, element size.
+/// N-dimensional memory borrowed for `'a`: base pointer, shape, strides in bytes, element size,
+/// and whether it may be written.
+///
+/// The lifetime ties a view to the buffer it describes, so a view cannot outlive it; a view made
+/// from a shared slice ([`c_order_const`](Self::c_order_const)) is read-only, and every function
+/// that writes through a view ([`copy_selection`] towards it, [`fill_selection`], [`fill_all`])
+/// refuses a read-only one with an error instead of writing.
+///
+/// A writable view may be shared between threads (the engine scatters chunks into one output
+/// from several workers); writers through a shared view must write disjoint elements. The
+/// engine's requests name disjoint output regions (each output element belongs to one chunk).
 #[derive(Debug, Clone)]
-pub struct RawView {
+pub struct RawView<'a> {
     ptr: *mut u8,
     shape: Vec<u64>,
     strides: Vec<isize>,
     itemsize: usize,
+    writable: bool,
+    _borrow: PhantomData<&'a mut [u8]>,
 }
 
-// SAFETY: a RawView is only a description of memory; the code that creates one guarantees the
-// memory outlives its uses, and concurrent writers only ever write disjoint elements.
-unsafe impl Send for RawView {}
-// SAFETY: see above.
-unsafe impl Sync for RawView {}
+// SAFETY: a RawView is a borrow of memory for 'a (like `&'a mut [u8]`, which is Send); the
+// memory is not freed while the view lives.
+unsafe impl Send for RawView<'_> {}
+// SAFETY: shared use only reads through `&RawView`, except by the writing functions of this
+// module, whose callers write disjoint elements from different threads (see the type's docs).
+unsafe impl Sync for RawView<'_> {}
 
-impl RawView {
+impl<'a> RawView<'a> {
     /// Describe strided memory.
     ///
     /// # Safety
     /// Every element reachable with in-bounds indices (`0 <= i[d] < shape[d]`) must be valid
-    /// memory of `itemsize` bytes for as long as the view is used, writable if it is written to.
+    /// memory of `itemsize` bytes for `'a`, and if `writable`, writable for `'a` and not read or
+    /// written through any other reference while the view lives (except through other views
+    /// that write disjoint elements).
     #[must_use]
-    pub unsafe fn new(ptr: *mut u8, shape: Vec<u64>, strides: Vec<isize>, itemsize: usize) -> Self {
+    pub unsafe fn new(ptr: *mut u8, shape: Vec<u64>, strides: Vec<isize>, itemsize: usize, writable: bool) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Self { ptr, shape, strides, itemsize }
+        Self { ptr, shape, strides, itemsize, writable, _borrow: PhantomData }
     }
 
-    /// A C-ordered view of `buf`.
+    /// A writable C-ordered view of `buf`.
     ///
     /// # Panics
     /// Panics if `buf` is smaller than `shape` requires.
     #[must_use]
-    pub fn c_order(buf: &mut [u8], shape: &[u64], itemsize: usize) -> Self {
+    pub fn c_order(buf: &'a mut [u8], shape: &[u64], itemsize: usize) -> Self {
         let n: u64 = shape.iter().product();
         assert!(buf.len() as u64 >= n * itemsize as u64, "buffer too small for view");
-        Self { ptr: buf.as_mut_ptr(), shape: shape.to_vec(), strides: c_strides(shape, itemsize), itemsize }
+        Self { ptr: buf.as_mut_ptr(), shape: shape.to_vec(), strides: c_strides(shape, itemsize), itemsize, writable: true, _borrow: PhantomData }
     }
 
-    /// A C-ordered read-only view of `buf` (must not be written through).
+    /// A read-only C-ordered view of `buf`.
     ///
     /// # Panics
     /// Panics if `buf` is smaller than `shape` requires.
     #[must_use]
-    pub fn c_order_const(buf: &[u8], shape: &[u64], itemsize: usize) -> Self {
+    pub fn c_order_const(buf: &'a [u8], shape: &[u64], itemsize: usize) -> Self {
         let n: u64 = shape.iter().product();
         assert!(buf.len() as u64 >= n * itemsize as u64, "buffer too small for view");
-        Self { ptr: buf.as_ptr().cast_mut(), shape: shape.to_vec(), strides: c_strides(shape, itemsize), itemsize }
+        Self {
+            ptr: buf.as_ptr().cast_mut(),
+            shape: shape.to_vec(),
+            strides: c_strides(shape, itemsize),
+            itemsize,
+            writable: false,
+            _borrow: PhantomData,
+        }
     }
 
     /// Shape of the view.
@@ -77,10 +101,20 @@ impl RawView {
         &self.strides
     }
 
-    /// Base pointer.
+    /// Whether the view may be written through.
+    #[must_use]
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Base pointer (for reading; writing through it needs [`writable`](Self::writable)).
     #[must_use]
     pub fn ptr(&self) -> *mut u8 {
         self.ptr
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable { Ok(()) } else { Err(Error::InvalidArgument("the destination buffer is read-only".into())) }
     }
 }
 
@@ -202,6 +236,10 @@ pub fn copy_selection(chunk: &RawView, out: &RawView, sel: &Selection, dir: Dire
     if chunk.itemsize != out.itemsize {
         return Err(Error::InvalidArgument(format!("element size mismatch: {} vs {}", chunk.itemsize, out.itemsize)));
     }
+    match dir {
+        Direction::ChunkToOut => out.check_writable()?,
+        Direction::OutToChunk => chunk.check_writable()?,
+    }
     if let Selection::Runs(runs) = sel {
         sel.check(&chunk.shape)?;
         check_runs_out(runs, out)?;
@@ -235,6 +273,7 @@ pub fn fill_selection(view: &RawView, sel: &Selection, value: &[u8], chunk_side:
     if value.len() != view.itemsize {
         return Err(Error::InvalidArgument("fill value size differs from the element size".into()));
     }
+    view.check_writable()?;
     if let Selection::Runs(runs) = sel {
         if chunk_side {
             sel.check(&view.shape)?;
@@ -250,10 +289,10 @@ pub fn fill_selection(view: &RawView, sel: &Selection, value: &[u8], chunk_side:
     }
     let axes: Vec<Axis> = if chunk_side {
         sel.check(&view.shape)?;
-        let dummy = RawView { ptr: view.ptr, shape: vec![u64::MAX; out_rank(sel)], strides: vec![0; out_rank(sel)], itemsize: view.itemsize };
+        let dummy = RawView { shape: vec![u64::MAX; out_rank(sel)], strides: vec![0; out_rank(sel)], ..view.clone() };
         axes_for(sel, view, &dummy)?.into_iter().map(|(len, c, _)| Axis { len, src: Offsets::Arith { start: 0, step: 0 }, dst: c }).collect()
     } else {
-        let dummy = RawView { ptr: view.ptr, shape: chunk_extent(sel), strides: vec![0; chunk_rank(sel)], itemsize: view.itemsize };
+        let dummy = RawView { shape: chunk_extent(sel), strides: vec![0; chunk_rank(sel)], ..view.clone() };
         axes_for(sel, &dummy, view)?.into_iter().map(|(len, _, o)| Axis { len, src: Offsets::Arith { start: 0, step: 0 }, dst: o }).collect()
     };
     // SAFETY: offsets were bounds-checked; the source offsets are all zero into `value`.
@@ -262,10 +301,12 @@ pub fn fill_selection(view: &RawView, sel: &Selection, value: &[u8], chunk_side:
 }
 
 /// Write the element `value` to every element of `view`.
-pub fn fill_all(view: &RawView, value: &[u8]) {
+///
+/// # Errors
+/// Returns [`Error::InvalidArgument`] for a read-only view or a value of another size.
+pub fn fill_all(view: &RawView, value: &[u8]) -> Result<()> {
     let sel = Selection::whole(&view.shape.clone(), &vec![0; view.shape.len()]);
-    // Cannot fail: the whole-view selection is in bounds by construction.
-    let _ = fill_selection(view, &sel, value, true);
+    fill_selection(view, &sel, value, true)
 }
 
 /// Fill a C-ordered buffer with copies of `value`.
@@ -525,13 +566,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn read_only_views_refuse_writes() {
+        let data = vec![7u8; 16];
+        let ro = RawView::c_order_const(&data, &[4, 4], 1);
+        assert!(!ro.writable());
+        assert!(matches!(fill_all(&ro, &[0]), Err(Error::InvalidArgument(_))));
+        let mut other = vec![1u8; 16];
+        let rw = RawView::c_order(&mut other, &[4, 4], 1);
+        let sel = Selection::whole(&[4, 4], &[0, 0]);
+        assert!(copy_selection(&rw, &ro, &sel, Direction::ChunkToOut, 0).is_err(), "a read must not write into a read-only output");
+        assert!(copy_selection(&ro, &rw, &sel, Direction::OutToChunk, 0).is_err(), "a write must not write into a read-only chunk");
+        assert_eq!(data, vec![7u8; 16]);
+        copy_selection(&ro, &rw, &sel, Direction::ChunkToOut, 0).unwrap();
+        assert_eq!(other, vec![7u8; 16]);
+    }
+
+    #[test]
     fn scatter_chunk_into_f_order_output() {
         // chunk 2x3 of u16 into a 4x5 F-ordered output at rows 1..3, cols 2..5
         let chunk: Vec<u16> = (0..6).collect();
         let mut out = vec![0u16; 20];
         let cv = RawView::c_order_const(bytemuck(&chunk), &[2, 3], 2);
         // SAFETY: `out` is 4x5 u16 in F order.
-        let ov = unsafe { RawView::new(out.as_mut_ptr().cast(), vec![4, 5], vec![2, 8], 2) };
+        let ov = unsafe { RawView::new(out.as_mut_ptr().cast(), vec![4, 5], vec![2, 8], 2, true) };
         let sel = Selection::whole(&[2, 3], &[1, 2]);
         copy_selection(&cv, &ov, &sel, Direction::ChunkToOut, 0).unwrap();
         for i in 0..2 {
@@ -569,9 +626,8 @@ mod tests {
         let src: Vec<u32> = (0..(n.0 * n.1) as u32).collect();
         let sv = RawView::c_order_const(bytemuck(&src), &[40, 64], 4);
         let mut chunk = vec![0u32; 30 * 24];
-        let cv = RawView::c_order(bytemuck_mut(&mut chunk), &[30, 24], 4);
         let sel = Selection::whole(&[30, 24], &[7, 33]);
-        copy_selection(&cv, &sv, &sel, Direction::OutToChunk, 0).unwrap();
+        copy_selection(&RawView::c_order(bytemuck_mut(&mut chunk), &[30, 24], 4), &sv, &sel, Direction::OutToChunk, 0).unwrap();
         for i in 0..30 {
             for j in 0..24 {
                 assert_eq!(chunk[i * 24 + j], src[(i + 7) * 64 + j + 33]);
@@ -579,7 +635,7 @@ mod tests {
         }
         let mut back = vec![0u32; n.0 * n.1];
         let bv = RawView::c_order(bytemuck_mut(&mut back), &[40, 64], 4);
-        copy_selection(&cv, &bv, &sel, Direction::ChunkToOut, 0).unwrap();
+        copy_selection(&RawView::c_order_const(bytemuck(&chunk), &[30, 24], 4), &bv, &sel, Direction::ChunkToOut, 0).unwrap();
         for (k, (&b, &s)) in back.iter().zip(&src).enumerate() {
             let (i, j) = (k / 64, k % 64);
             let inside = (7..37).contains(&i) && (33..57).contains(&j);
@@ -590,7 +646,7 @@ mod tests {
             chunk: vec![DimSel::range(0, 12), DimSel::range(0, 24)],
             out: vec![Some(DimSel::Range { start: 2, step: 3, len: 12 }), Some(DimSel::range(5, 24))],
         };
-        copy_selection(&cv, &sv, &stepped, Direction::OutToChunk, 0).unwrap();
+        copy_selection(&RawView::c_order(bytemuck_mut(&mut chunk), &[30, 24], 4), &sv, &stepped, Direction::OutToChunk, 0).unwrap();
         for i in 0..12 {
             for j in 0..24 {
                 assert_eq!(chunk[i * 24 + j], src[(2 + 3 * i) * 64 + 5 + j]);
@@ -603,11 +659,10 @@ mod tests {
         let chunk: Vec<u8> = (0..12).collect(); // 3x4
         let mut out = vec![0u8; 5];
         let cv = RawView::c_order_const(&chunk, &[3, 4], 1);
-        let ov = RawView::c_order(&mut out, &[5], 1);
         let sel = Selection::Points { coords: vec![vec![2, 0, 1], vec![3, 1, 0]], out: DimSel::List(vec![4, 0, 2]) };
-        copy_selection(&cv, &ov, &sel, Direction::ChunkToOut, 0).unwrap();
+        copy_selection(&cv, &RawView::c_order(&mut out, &[5], 1), &sel, Direction::ChunkToOut, 0).unwrap();
         assert_eq!(out, vec![1, 0, 4, 0, 11]);
-        fill_selection(&ov, &Selection::Points { coords: vec![vec![0], vec![0]], out: DimSel::List(vec![1]) }, &[9], false).unwrap();
+        fill_selection(&RawView::c_order(&mut out, &[5], 1), &Selection::Points { coords: vec![vec![0], vec![0]], out: DimSel::List(vec![1]) }, &[9], false).unwrap();
         assert_eq!(out[1], 9);
         let mut buf = vec![0u8; 8];
         fill_buffer(&mut buf, &[1, 2]);

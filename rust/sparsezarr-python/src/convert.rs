@@ -12,7 +12,7 @@ use sparsezarr_core::store::SnapshotStore;
 use sparsezarr_core::strided::RawView;
 
 /// A numpy array as a raw view. `writable` requires the array to be writable.
-pub fn array_view(arr: &Bound<'_, PyUntypedArray>, writable: bool) -> PyResult<RawView> {
+pub fn array_view<'a>(arr: &'a Bound<'_, PyUntypedArray>, writable: bool) -> PyResult<RawView<'a>> {
     let ptr = arr.as_array_ptr();
     // SAFETY: `ptr` is a live numpy array object while `arr` is borrowed.
     let (data, flags) = unsafe { ((*ptr).data, (*ptr).flags) };
@@ -22,14 +22,15 @@ pub fn array_view(arr: &Bound<'_, PyUntypedArray>, writable: bool) -> PyResult<R
     }
     let shape: Vec<u64> = arr.shape().iter().map(|&n| n as u64).collect();
     let strides = arr.strides().to_vec();
-    // SAFETY: numpy guarantees every in-bounds element is valid memory while the array lives;
-    // callers keep `arr` alive for as long as the view is used.
-    Ok(unsafe { RawView::new(data.cast(), shape, strides, itemsize) })
+    // SAFETY: numpy guarantees every in-bounds element is valid memory while the array lives,
+    // and `arr` (borrowed for 'a) keeps it alive; a view is writable only if numpy says the
+    // array is.
+    Ok(unsafe { RawView::new(data.cast(), shape, strides, itemsize, writable) })
 }
 
 /// A value array as a write source view, broadcast numpy-style to `ndim` dimensions: missing
 /// leading dimensions and length-1 dimensions repeat their single element.
-pub fn broadcast_view(arr: &Bound<'_, PyUntypedArray>, ndim: usize) -> PyResult<RawView> {
+pub fn broadcast_view<'a>(arr: &'a Bound<'_, PyUntypedArray>, ndim: usize) -> PyResult<RawView<'a>> {
     let v = array_view(arr, false)?;
     if v.shape().len() > ndim {
         return Err(PyValueError::new_err(format!("cannot assign a {}-dimensional value to a {ndim}-dimensional selection", v.shape().len())));
@@ -46,8 +47,9 @@ pub fn broadcast_view(arr: &Bound<'_, PyUntypedArray>, ndim: usize) -> PyResult<
             strides.push(s);
         }
     }
-    // SAFETY: broadcast dimensions have stride 0 (every index maps to the single element).
-    Ok(unsafe { RawView::new(v.ptr(), shape, strides, v.itemsize()) })
+    // SAFETY: broadcast dimensions have stride 0 (every index maps to the single element), the
+    // others are `v`'s; the view is read-only and borrows `arr` like `v`.
+    Ok(unsafe { RawView::new(v.ptr(), shape, strides, v.itemsize(), false) })
 }
 
 fn slice_range(s: &Bound<'_, PySlice>, len: u64) -> PyResult<DimSel> {

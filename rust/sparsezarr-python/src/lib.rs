@@ -65,12 +65,12 @@ fn kept_dims(reqs: &[ChunkRequest]) -> usize {
 
 /// A write source: a 0-d array becomes a scalar (swapped to native order), anything else a
 /// broadcast view.
-enum Source {
+enum Source<'a> {
     Scalar(Vec<u8>),
-    View(RawView),
+    View(RawView<'a>),
 }
 
-fn source(value: &Bound<'_, PyUntypedArray>, reqs: &[ChunkRequest], swap: usize) -> PyResult<Source> {
+fn source<'a>(value: &'a Bound<'_, PyUntypedArray>, reqs: &[ChunkRequest], swap: usize) -> PyResult<Source<'a>> {
     if value.ndim() == 0 {
         let v = array_view(value, false)?;
         // SAFETY: a 0-d array holds exactly one element at its data pointer.
@@ -81,7 +81,7 @@ fn source(value: &Bound<'_, PyUntypedArray>, reqs: &[ChunkRequest], swap: usize)
     Ok(Source::View(broadcast_view(value, kept_dims(reqs))?))
 }
 
-impl Source {
+impl Source<'_> {
     fn as_value_source(&self, swap: usize) -> ValueSource<'_> {
         match self {
             Self::Scalar(e) => ValueSource::Scalar(e),

@@ -1,21 +1,31 @@
 //! Bindings of the Matrix Market reader (`sparsezarr._lib.MtxReader`).
 
 use numpy::PyArray1;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use sparsezarr_core::mtx::{Field, MtxReader, Symmetry};
+use sparsezarr_core::mtx::{Field, MtxHeader, MtxReader, Symmetry};
 
 use crate::errors::PythonExt;
 
 /// Streams the entries of a Matrix Market coordinate file (gzip or plain) in blocks.
+///
+/// The reader is taken out of its slot while a block is read with the GIL released, so no lock
+/// is held across a GIL release: another thread calling `read` meanwhile gets a `RuntimeError`,
+/// and `header` / `entries_read` never wait for a read.
 #[pyclass(name = "MtxReader", module = "sparsezarr._lib")]
 pub struct PyMtxReader {
-    inner: std::sync::Mutex<MtxReader>,
+    header: MtxHeader,
+    entries_read: AtomicU64,
+    slot: Mutex<Option<MtxReader>>,
 }
 
 impl PyMtxReader {
-    fn lock(&self) -> std::sync::MutexGuard<'_, MtxReader> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<MtxReader>> {
+        self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -24,14 +34,14 @@ impl PyMtxReader {
     /// Open the file and read its header.
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        Ok(Self { inner: std::sync::Mutex::new(py.run_detached(|| MtxReader::open(&path))?) })
+        let reader = py.run_detached(|| MtxReader::open(&path))?;
+        Ok(Self { header: reader.header().clone(), entries_read: AtomicU64::new(0), slot: Mutex::new(Some(reader)) })
     }
 
     /// `{"rows", "cols", "entries", "field", "symmetry"}`.
     #[getter]
     fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let guard = self.lock();
-        let h = guard.header();
+        let h = &self.header;
         let d = PyDict::new(py);
         d.set_item("rows", h.rows)?;
         d.set_item("cols", h.cols)?;
@@ -58,15 +68,19 @@ impl PyMtxReader {
     /// Entries read so far.
     #[getter]
     fn entries_read(&self) -> u64 {
-        self.lock().entries_read()
+        self.entries_read.load(Ordering::Relaxed)
     }
 
     /// The next block of up to `max_entries` entries as `(rows, cols, values)` (0-based int64,
     /// int64, float64), or None at the end.
     fn read<'py>(&self, py: Python<'py>, max_entries: usize) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let mut guard = self.lock();
-        let r = &mut *guard;
-        let Some(b) = py.run_detached(|| r.next_block(max_entries))? else {
+        let Some(mut reader) = self.slot().take() else {
+            return Err(PyRuntimeError::new_err("this MtxReader is being read by another thread"));
+        };
+        let result = py.run_detached(|| reader.next_block(max_entries));
+        self.entries_read.store(reader.entries_read(), Ordering::Relaxed);
+        *self.slot() = Some(reader);
+        let Some(b) = result? else {
             return Ok(None);
         };
         #[allow(clippy::cast_possible_wrap)]

@@ -732,7 +732,7 @@ fn fill_sel(outs: &[Option<DimSel>]) -> Selection {
 
 /// The part of `out` a component part fills: output dimensions backed by component dimensions,
 /// in component order (a transpose is a permutation of strides), with fixed positions applied.
-fn sub_view(out: &RawView, p: &Part) -> RawView {
+fn sub_view<'a>(out: &RawView<'a>, p: &Part) -> RawView<'a> {
     let mut ptr = out.ptr();
     for &(d, v) in &p.consts {
         #[allow(clippy::cast_possible_wrap)]
@@ -741,8 +741,9 @@ fn sub_view(out: &RawView, p: &Part) -> RawView {
     }
     let shape = p.out_dims.iter().map(|&d| out.shape()[d]).collect();
     let strides = p.out_dims.iter().map(|&d| out.strides()[d]).collect();
-    // SAFETY: a sub-view of `out` (same memory, a subset of its dimensions at valid positions).
-    unsafe { RawView::new(ptr, shape, strides, out.itemsize()) }
+    // SAFETY: a sub-view of `out` (same memory and lifetime, a subset of its dimensions at
+    // positions inside it), writable exactly when `out` is.
+    unsafe { RawView::new(ptr, shape, strides, out.itemsize(), out.writable()) }
 }
 
 fn requests(keys: &crate::keys::ChunkKeys, chunk: &[u64], shape: &[u64], sels: &[DimSel], outs: &[Option<DimSel>]) -> Result<Vec<ChunkRequest>> {

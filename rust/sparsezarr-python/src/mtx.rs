@@ -35,7 +35,7 @@ impl PyMtxReader {
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         let reader = py.run_detached(|| MtxReader::open(&path))?;
-        Ok(Self { header: reader.header().clone(), entries_read: AtomicU64::new(0), slot: Mutex::new(Some(reader)) })
+        Ok(Self { header: *reader.header(), entries_read: AtomicU64::new(0), slot: Mutex::new(Some(reader)) })
     }
 
     /// `{"rows", "cols", "entries", "field", "symmetry"}`.

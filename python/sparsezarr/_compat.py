@@ -15,13 +15,21 @@ import zarr
 from zarr.storage import LocalStore, MemoryStore
 
 if TYPE_CHECKING:
-    from zarr.core.metadata import ArrayMetadata
+    from typing import TypeAlias
+
+    from zarr.core.metadata import ArrayV3Metadata
+    from zarr.core.metadata.v3 import ChunkGridMetadata
+
+    #: What ``Codec.validate`` / ``CodecPipeline.validate`` take as ``chunk_grid``: the grid's
+    #: metadata in zarr 3.4 (``zarr.core.chunk_grids.ChunkGrid`` in zarr 3.1 to 3.3). The type
+    #: checker runs against the newest zarr.
+    ChunkGrid: TypeAlias = ChunkGridMetadata
 
 #: The installed zarr-python as ``(major, minor)``.
 ZARR_VERSION: tuple[int, int] = tuple(int(part) for part in zarr.__version__.split(".")[:2])  # type: ignore[assignment]
 
 
-def regular_chunk_shape(metadata: ArrayMetadata) -> tuple[int, ...] | None:
+def regular_chunk_shape(metadata: ArrayV3Metadata) -> tuple[int, ...] | None:
     """The chunk (for sharded arrays: shard) shape of a v3 array on a regular grid, or None for
     any other grid.
 
@@ -31,9 +39,8 @@ def regular_chunk_shape(metadata: ArrayMetadata) -> tuple[int, ...] | None:
     The grid's JSON form (``Metadata.to_dict``) is the same in every version, so that is what is
     read here.
     """
-    grid = metadata.chunk_grid  # type: ignore[union-attr]
-    doc = grid.to_dict()
-    if not isinstance(doc, dict) or doc.get("name") != "regular":
+    doc: dict[str, Any] = dict(metadata.chunk_grid.to_dict())  # JSON, whose shape is checked below
+    if doc.get("name") != "regular":
         return None
     config = doc.get("configuration") or {}
     shape = config.get("chunk_shape")

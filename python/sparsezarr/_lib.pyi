@@ -1,8 +1,8 @@
 """Type stubs of the compiled extension (``sparsezarr._lib``)."""
 
-from os import PathLike
 from collections.abc import Callable
-from typing import Any
+from os import PathLike
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -13,11 +13,32 @@ class CorruptChunkError(ValueError): ...
 class EncodeError(ValueError): ...
 class ReadOnlyError(ValueError): ...
 class InternalError(RuntimeError): ...
+class ConflictError(RuntimeError): ...
 
-class LocalStore:
-    def __init__(self, root: str | PathLike[str], read_only: bool = False) -> None: ...
+class Store:
+    """The one store handle of the core: a local directory, values in memory, or a Python store."""
+
+    @staticmethod
+    def local(root: str | PathLike[str], read_only: bool = False) -> Store: ...
+    @staticmethod
+    def memory(read_only: bool = False) -> Store: ...
+    @staticmethod
+    def python(
+        get_many: Callable[[list[str]], list[Any]],
+        set: Callable[[str, U8], None],
+        delete: Callable[[str], None],
+        list: Callable[[str], list[str]] | None = None,
+        read_only: bool = False,
+    ) -> Store: ...
     @property
     def read_only(self) -> bool: ...
+    @property
+    def kind(self) -> Literal["local", "memory", "python"]: ...
+    def capabilities(self) -> dict[str, bool]: ...
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def list(self, prefix: str = "") -> list[str]: ...
 
 BatchInfo = Any
 U8 = npt.NDArray[np.uint8]
@@ -55,33 +76,17 @@ class ArrayEngine:
     @property
     def unit_bytes(self) -> int: ...
     def codec_bound(self, chunks: npt.NDArray[np.uint8], rounds: int = 3) -> tuple[float, float, int]: ...
-    def read_local(
-        self, store: LocalStore, batch_info: BatchInfo, out: npt.NDArray[Any], drop_axes: list[int], swap: int = 0
-    ) -> list[bool]: ...
-    def write_local(
+    def read_store(self, store: Store, batch_info: BatchInfo, out: npt.NDArray[Any], drop_axes: list[int], swap: int = 0) -> list[bool]: ...
+    def write_store(
         self,
-        store: LocalStore,
+        store: Store,
         batch_info: BatchInfo,
         value: npt.NDArray[Any],
         drop_axes: list[int],
         swap: int = 0,
         write_empty_chunks: bool = False,
     ) -> None: ...
-    def read_mapping(
-        self, mapping: dict[str, Any], batch_info: BatchInfo, out: npt.NDArray[Any], drop_axes: list[int], swap: int = 0
-    ) -> list[bool]: ...
-    def write_mapping(
-        self,
-        mapping: dict[str, Any],
-        batch_info: BatchInfo,
-        value: npt.NDArray[Any],
-        drop_axes: list[int],
-        swap: int = 0,
-        write_empty_chunks: bool = False,
-    ) -> list[tuple[str, U8 | None]]: ...
-    def read_values(
-        self, values: list[Any], batch_info: BatchInfo, out: npt.NDArray[Any], drop_axes: list[int], swap: int = 0
-    ) -> list[bool]: ...
+    def read_values(self, values: list[Any], batch_info: BatchInfo, out: npt.NDArray[Any], drop_axes: list[int], swap: int = 0) -> list[bool]: ...
     def write_values(
         self,
         values: list[Any],
@@ -98,14 +103,7 @@ def set_index_cache_budget(bytes: int) -> None: ...
 def version() -> str: ...
 def exchange_paths(a: str, b: str) -> None: ...
 
-class CallbackStore:
-    """Any zarr store through ``get(key) -> buffer | None`` and ``set(key, uint8 array | None)``."""
-
-    def __init__(self, get: Callable[[str], Any], set: Callable[[str, U8 | None], None], read_only: bool = False) -> None: ...
-    @property
-    def read_only(self) -> bool: ...
-
-AnyStore = LocalStore | CallbackStore
+AnyStore = Store
 
 class CsrReader:
     def __init__(
@@ -174,7 +172,7 @@ class VirtualArray:
 
     def __init__(
         self,
-        store: LocalStore | CallbackStore,
+        store: Store,
         document: str,
         dir: str = "",
         *,
@@ -187,7 +185,7 @@ class VirtualArray:
     @property
     def data_type(self) -> str: ...
     @property
-    def storage(self) -> str: ...
+    def storage(self) -> Literal["dense", "sparse", "csr", "csc"]: ...
     @property
     def fill_bytes(self) -> bytes: ...
     @property
@@ -208,3 +206,38 @@ class VirtualArray:
         lut: np.ndarray | None = None,
         huge_pages: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]: ...
+
+Region = list[tuple[int, int, int] | npt.NDArray[np.int64]]
+SparseRead = tuple[npt.NDArray[Any], U8, npt.NDArray[Any] | None, int]
+
+class SparseArray:
+    """The engine of a sparse array (the ``sparsezarr.sparse`` codec), from its v3 metadata."""
+
+    def __init__(
+        self,
+        metadata_json: str,
+        *,
+        fill_bytes: bytes | None = None,
+        prefix: str = "",
+        validate_checksums: bool = True,
+        threads: int = 0,
+        coalesce_max_gap: int = 65536,
+        coalesce_max_bytes: int = 16777216,
+    ) -> None: ...
+    @property
+    def chunk_shape(self) -> list[int]: ...
+    @property
+    def shard_shape(self) -> list[int] | None: ...
+    def read(self, store: Store, region: Region, csr: bool = False) -> SparseRead: ...
+    def write(
+        self,
+        store: Store,
+        start: list[int],
+        shape: list[int],
+        values: npt.NDArray[Any],
+        *,
+        coords: list[npt.NDArray[Any]] | None = None,
+        compressed: tuple[int, npt.NDArray[Any], npt.NDArray[Any]] | None = None,
+        sum_duplicates: bool = True,
+    ) -> None: ...
+    def stats(self, store: Store) -> tuple[int, int]: ...

@@ -106,7 +106,7 @@ def codec_json(codec: Codec) -> dict[str, Any] | Unsupported:
     if name not in RUST_CODECS_V3:
         return Unsupported(f"codec {name!r} runs in Python")
     inner_codec = getattr(codec, "_codec", None)
-    if isinstance(name, str) and name.startswith("numcodecs.") and inner_codec is not None:
+    if name.startswith("numcodecs.") and inner_codec is not None:
         # Spell out numcodecs' defaults (zarr-python stores only what the user gave).
         config = dict(inner_codec.get_config())
         config.pop("id", None)
@@ -138,22 +138,18 @@ def _bytes_endians(codecs: list[dict[str, Any]]) -> set[str]:
 def physical_data_type(dtype: np.dtype[Any], codecs: list[dict[str, Any]]) -> Any:
     """A v3 data type zarrs implements with the memory layout of ``dtype``, or a reason."""
     kind = dtype.kind
-    if kind in "biufc":
-        if dtype.fields is None and dtype.subdtype is None:
-            return np.dtype(dtype.newbyteorder("=")).name if kind != "b" else "bool"
+    if kind in "biufc" and dtype.fields is None and dtype.subdtype is None:
+        return np.dtype(dtype.newbyteorder("=")).name if kind != "b" else "bool"
     if kind in "Mm":
         return "int64"
     if kind == "U":
         return {"name": "fixed_length_utf32", "configuration": {"length_bytes": dtype.itemsize}}
     if kind in "SV":
-        multibyte_fields = dtype.fields is not None and any(
-            f[0].itemsize > 1 and f[0].byteorder != "|" for f in dtype.fields.values()
-        )
-        if multibyte_fields:
-            if "big" in _bytes_endians(codecs) or not all(
-                f[0].isnative or f[0].byteorder == "|" for f in dtype.fields.values()  # type: ignore[union-attr]
-            ):
-                return Unsupported(f"structured data type {dtype} needs per-field byte swapping")
+        multibyte_fields = dtype.fields is not None and any(f[0].itemsize > 1 and f[0].byteorder != "|" for f in dtype.fields.values())
+        if multibyte_fields and (
+            "big" in _bytes_endians(codecs) or not all(f[0].isnative or f[0].byteorder == "|" for f in dtype.fields.values())  # type: ignore[union-attr]
+        ):
+            return Unsupported(f"structured data type {dtype} needs per-field byte swapping")
         return f"r{8 * dtype.itemsize}"
     return Unsupported(f"data type {dtype} (variable-length) runs in Python")
 
@@ -227,7 +223,7 @@ def engine_args(metadata: ArrayMetadata) -> tuple[str, dict[str, Any]] | Unsuppo
             cid = getattr(c, "codec_id", None)
             if cid not in RUST_CODECS_V2:
                 return Unsupported(f"numcodecs codec {cid!r} runs in Python")
-        fill = metadata.fill_value
+        fill: Any = metadata.fill_value
         if fill is None:
             fill = metadata.dtype.default_scalar()
         doc = metadata.to_dict()

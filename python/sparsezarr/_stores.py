@@ -4,11 +4,12 @@ zarr-python store, resolving user targets to groups, and crash-safe replacement 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -19,39 +20,65 @@ from zarr.storage import LocalStore
 from sparsezarr import _lib
 from sparsezarr._compat import memory_mapping
 
+if TYPE_CHECKING:
+    from zarr.abc.store import Store as ZarrStore
+    from zarr.core.common import AccessModeLiteral
 
-def rust_store(store: Any) -> Any:
-    """The store as the Rust engine sees it: a local directory natively, anything else through
-    callbacks into zarr-python (correct for every store; I/O then holds the GIL)."""
+
+def rust_store(store: ZarrStore) -> _lib.Store:
+    """The one bridge from a zarr-python store to the Rust core.
+
+    A ``LocalStore`` becomes a native local store (the core does its own I/O, without the GIL);
+    any other store is reached through four callables (``get_many``, ``set``, ``delete``,
+    ``list``): a ``MemoryStore``'s dict directly, any other store through its async API. Reads
+    through callables come in batches (the core fetches what an operation needs with one
+    ``get_many`` call, which runs the store's reads concurrently); exceptions the store raises
+    reach the caller unchanged.
+    """
     if type(store) is LocalStore:
-        return _lib.LocalStore(str(store.root), read_only=store.read_only)
+        return _lib.Store.local(str(store.root), read_only=store.read_only)
     proto = default_buffer_prototype()
     d = memory_mapping(store)
     if d is not None:
+        mapping = d
 
-        def get_mem(key: str) -> Any:
-            buf = d.get(key)
-            return None if buf is None else buf.as_numpy_array()
+        def get_mem(keys: list[str]) -> list[np.ndarray | None]:
+            out = []
+            for key in keys:
+                buf = mapping.get(key)
+                out.append(None if buf is None else buf.as_numpy_array())
+            return out
 
-        def set_mem(key: str, value: Any) -> None:
-            if value is None:
-                d.pop(key, None)
-            else:
-                d[key] = proto.buffer.from_array_like(value)
+        def set_mem(key: str, value: np.ndarray) -> None:
+            mapping[key] = proto.buffer.from_array_like(value)
 
-        return _lib.CallbackStore(get_mem, set_mem, read_only=store.read_only)
+        def delete_mem(key: str) -> None:
+            mapping.pop(key, None)
 
-    def get(key: str) -> Any:
-        buf = sync(store.get(key, prototype=proto))
-        return None if buf is None else buf.as_numpy_array()
+        def list_mem(prefix: str) -> list[str]:
+            return [k for k in mapping if k.startswith(prefix)]
 
-    def put(key: str, value: Any) -> None:
-        if value is None:
-            sync(store.delete(key))
-        else:
-            sync(store.set(key, proto.buffer.from_array_like(np.asarray(value))))
+        return _lib.Store.python(get_mem, set_mem, delete_mem, list_mem, read_only=store.read_only)
 
-    return _lib.CallbackStore(get, put, read_only=store.read_only)
+    def get_many(keys: list[str]) -> list[np.ndarray | None]:
+        async def fetch() -> list[Any]:
+            return await asyncio.gather(*(store.get(k, prototype=proto) for k in keys))
+
+        return [None if b is None else b.as_numpy_array() for b in sync(fetch())]
+
+    def put(key: str, value: np.ndarray) -> None:
+        sync(store.set(key, proto.buffer.from_array_like(np.asarray(value))))
+
+    def delete(key: str) -> None:
+        sync(store.delete(key))
+
+    def list_prefix(prefix: str) -> list[str]:
+        async def collect() -> list[str]:
+            return [k async for k in store.list_prefix(prefix)]
+
+        return sync(collect())
+
+    return _lib.Store.python(get_many, put, delete, list_prefix, read_only=store.read_only)
 
 
 def array_json(array: zarr.Array) -> str:
@@ -67,16 +94,23 @@ def key_prefix(node: zarr.Array | zarr.Group) -> str:
     return f"{path}/" if path else ""
 
 
-def open_group(target: Any, path: str = "", mode: str = "r") -> zarr.Group:
+def open_group(target: Any, path: str = "", mode: AccessModeLiteral = "r") -> zarr.Group:
     """A group from a path, a store or a group (``path`` below it)."""
     if isinstance(target, zarr.Group):
-        return target if not path else target[path] if mode == "r" else _sub_group(target, path, mode)
+        if not path:
+            return target
+        if mode != "r":
+            return _sub_group(target, path, mode)
+        node = target[path]
+        if not isinstance(node, zarr.Group):
+            raise ValueError(f"{path!r} in {target} is an array, not a group")
+        return node
     if isinstance(target, str | os.PathLike):
         target = str(target)
     return zarr.open_group(store=target, path=path or None, mode=mode)
 
 
-def _sub_group(group: zarr.Group, path: str, mode: str) -> zarr.Group:
+def _sub_group(group: zarr.Group, path: str, mode: AccessModeLiteral) -> zarr.Group:
     if mode in ("w", "w-") or path not in group:
         return group.create_group(path, overwrite=mode == "w")
     node = group[path]

@@ -27,8 +27,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = [
     "DATASETS",
@@ -54,7 +59,15 @@ PIPELINES: dict[str, str] = {
     "sparsezarr": "sparsezarr.Pipeline",
 }
 
-LAYOUTS: dict[str, dict[str, tuple[int, int]]] = {
+
+class Layout(TypedDict, total=False):
+    """Chunk (and shard) shape of the benchmark arrays."""
+
+    chunks: tuple[int, int]
+    shards: tuple[int, int]
+
+
+LAYOUTS: dict[str, Layout] = {
     "unsharded": {"chunks": (256, 256)},
     "sharded": {"chunks": (64, 64), "shards": (1024, 1024)},
 }
@@ -80,8 +93,9 @@ def make_data(kind: str = "field", n: int = 4096) -> np.ndarray:
         raise ValueError(f"unknown dataset {kind!r}; choose one of {', '.join(DATASETS)}")
     if kind == "random":
         return np.random.default_rng(7).random((n, n), dtype=np.float32)
-    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
-    structure = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0
+    grid: npt.NDArray[np.float32] = np.mgrid[0:n, 0:n].astype(np.float32)
+    y, x = grid[0], grid[1]
+    structure: npt.NDArray[np.float64] = np.sin(x / 97.0) * np.cos(y / 131.0) * 100.0
     if kind == "smooth":
         return structure.astype(np.float32)
     rng = np.random.default_rng(42)
@@ -113,7 +127,7 @@ def _pipeline(name: str) -> Iterator[None]:
         yield
 
 
-def create(path: str | os.PathLike[str], data: np.ndarray, layout: str):  # noqa: ANN201 - zarr.Array
+def create(path: str | os.PathLike[str], data: np.ndarray, layout: str) -> zarr.Array:
     """An empty array shaped and typed like ``data``, zstd level 1, with one of the ``LAYOUTS``,
     created with the current codec pipeline."""
     import zarr

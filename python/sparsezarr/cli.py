@@ -32,7 +32,8 @@ def _int(text: str) -> int:
         t = t[:-1]
     if "**" in t:
         a, b = t.split("**")
-        return int(a) ** int(b) * mult
+        power: int = int(a) ** int(b)  # typeshed types int ** int as Any (negative exponents give floats)
+        return power * mult
     if "<<" in t:
         a, b = t.split("<<")
         return (int(a) << int(b)) * mult
@@ -42,7 +43,7 @@ def _int(text: str) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from sparsezarr.convert import convert
 
-    shards: int | None | str = "default" if args.shards is None else (None if args.shards == 0 else args.shards)
+    shards: int | str | None = "default" if args.shards is None else (None if args.shards == 0 else args.shards)
     report = convert(
         args.src,
         args.dst,
@@ -88,6 +89,7 @@ def _info(args: argparse.Namespace) -> int:
     import zarr
 
     from sparsezarr.csr import CsrArray
+    from sparsezarr.csr._layout import members
 
     root = zarr.open_group(args.path, mode="r")
     found = 0
@@ -98,7 +100,7 @@ def _info(args: argparse.Namespace) -> int:
         except Exception:  # noqa: BLE001 - not a matrix group
             continue
         found += 1
-        arrays = [x.group[n] for n in _names(x)]
+        arrays = members(x.group, x.layout)
         stored = sum(a.nbytes_stored() for a in arrays)
         data = arrays[0]
         print(
@@ -110,12 +112,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(x: object) -> tuple[str, str, str]:
-    from sparsezarr.csr import ARRAY_NAMES
-
-    return ARRAY_NAMES[x.layout]  # type: ignore[attr-defined]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
     p = argparse.ArgumentParser(prog="sparsezarr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("src", help=".h5ad, 10x directory, .mtx[.gz], 10x .h5 or Zarr store")
     c.add_argument("dst", help="the Zarr store to write (a directory)")
     c.add_argument("--overwrite", action="store_true", help="replace DST if it exists (atomically, once the new store is complete)")
-    c.add_argument("--layout", choices=["anndata", "binsparse"], default="anndata", help="array names and metadata of the matrices (default: anndata)")
+    c.add_argument(
+        "--layout", choices=["anndata", "binsparse"], default="anndata", help="array names and metadata of the matrices (default: anndata)"
+    )
     c.add_argument("--chunks", type=_int, default=None, help="values per inner chunk of data/indices (default 8192)")
     c.add_argument("--shards", type=_int, default=None, help="values per shard (default 4M; 0 = no sharding)")
     c.add_argument("--dtype", default=None, help="value type (default: as stored; float32 for Matrix Market and 10x inputs)")
@@ -142,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=_example)
 
     b = sub.add_parser("bench", help="compare zarr codec pipelines (zarr-python Batched and Fused, zarrs, sparsezarr) on generated data")
-    b.add_argument("--dataset", choices=["field", "smooth", "random"], default="field", help="generated data (default: field, noisy measurements, zstd-bound)")
+    b.add_argument(
+        "--dataset", choices=["field", "smooth", "random"], default="field", help="generated data (default: field, noisy measurements, zstd-bound)"
+    )
     b.add_argument("--size", type=_int, default=4096, help="array side, a multiple of 1024 (default 4096: 64 MiB)")
     b.add_argument("--rounds", type=int, default=3, help="rounds per case; the best is reported (default 3)")
     b.add_argument("--dir", default=None, help="directory for the stores (default: the system's temporary directory)")

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from typing import Self
 
     from zarr.core.buffer import Buffer, NDBuffer
-    from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+
+    from sparsezarr._compat import ChunkGrid
 
 CODEC_NAME = "sparsezarr.sparse"
 MAGIC = b"SZSP"
@@ -98,9 +99,13 @@ class SparseCodec(ArrayBytesCodec):
             raise ValueError(f"{CODEC_NAME}: layout {layout!r} is not supported (this version writes 'coo')")
         object.__setattr__(self, "layout", layout)
         object.__setattr__(
-            self, "coordinate_codecs", _parse_sub_codecs(coordinate_codecs if coordinate_codecs is not None else default_sub_codecs(), "coordinate_codecs")
+            self,
+            "coordinate_codecs",
+            _parse_sub_codecs(coordinate_codecs if coordinate_codecs is not None else default_sub_codecs(), "coordinate_codecs"),
         )
-        object.__setattr__(self, "value_codecs", _parse_sub_codecs(value_codecs if value_codecs is not None else default_sub_codecs(), "value_codecs"))
+        object.__setattr__(
+            self, "value_codecs", _parse_sub_codecs(value_codecs if value_codecs is not None else default_sub_codecs(), "value_codecs")
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
@@ -198,9 +203,7 @@ async def decode_entries(
     (c_nd,) = await BatchedCodecPipeline.from_codecs(coordinate_codecs).decode(
         [(proto.buffer.from_bytes(raw[HEADER.size : HEADER.size + nc]), _spec(nnz * ndim, cdtype))]
     )
-    (v_nd,) = await BatchedCodecPipeline.from_codecs(value_codecs).decode(
-        [(proto.buffer.from_bytes(raw[HEADER.size + nc :]), _spec(nnz, dtype))]
-    )
+    (v_nd,) = await BatchedCodecPipeline.from_codecs(value_codecs).decode([(proto.buffer.from_bytes(raw[HEADER.size + nc :]), _spec(nnz, dtype))])
     assert c_nd is not None and v_nd is not None
     coords = np.asarray(c_nd.as_numpy_array()).reshape(ndim, nnz).astype(np.intp)
     values = np.asarray(v_nd.as_numpy_array()).astype(dtype, copy=False)

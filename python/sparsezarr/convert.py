@@ -36,7 +36,9 @@ import zarr
 
 from sparsezarr import _lib
 from sparsezarr._stores import local_dir, reconsolidate, replace_dir, staging
-from sparsezarr.csr import CsrArray, CsrWriter, _binsparse_header
+from sparsezarr.csr import CsrArray, CsrWriter
+from sparsezarr.csr._layout import binsparse_header, shape_2d
+from sparsezarr.errors import MetadataError
 
 __all__ = ["ConversionReport", "convert", "detect_source"]
 
@@ -273,7 +275,7 @@ def convert(
     overwrite: bool = False,
     layout: str = "anndata",
     chunks: int | None = None,
-    shards: int | None | str = "default",
+    shards: int | str | None = "default",
     compressors: Any = "default",
     dtype: Any = None,
     transpose: bool = False,
@@ -324,8 +326,8 @@ def convert(
 
 
 def _root_exists(store: Any) -> bool:
-    from zarr.core.sync import sync
     from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
 
     proto = default_buffer_prototype()
     return any(sync(store.get(k, prototype=proto)) is not None for k in ("zarr.json", ".zgroup", ".zarray"))
@@ -393,7 +395,7 @@ def _from_zarr(src: Path, store: Any, report: ConversionReport, options: dict[st
         raise ValueError("transpose is only available for Matrix Market inputs")
     g = zarr.open_group(str(src), mode="r")
     attrs = dict(g.attrs)
-    if attrs.get("encoding-type") in ("csr_matrix", "csc_matrix") or _binsparse_header(attrs) is not None:
+    if attrs.get("encoding-type") in ("csr_matrix", "csc_matrix") or binsparse_header(attrs) is not None:
         source = _zarr_compressed(g)
         report.shape = source.shape
         job = _Job(report, options, progress, source.nnz * (source.dtype.itemsize + 4))
@@ -409,11 +411,14 @@ def _from_zarr(src: Path, store: Any, report: ConversionReport, options: dict[st
     for _, node in g.members(max_depth=None):
         if isinstance(node, zarr.Group) and node.attrs.get("encoding-type") in ("csr_matrix", "csc_matrix"):
             d = node["data"]
-            total += d.shape[0] * (d.dtype.itemsize + 4)
+            if isinstance(d, zarr.Array):
+                total += d.shape[0] * (d.dtype.itemsize + 4)
     if "X" in g:
         x = g["X"]
-        s = x.attrs.get("shape") if isinstance(x, zarr.Group) else x.shape
-        report.shape = (int(s[0]), int(s[1]))
+        shape = shape_2d(x.attrs.get("shape") if isinstance(x, zarr.Group) else x.shape)
+        if shape is None:
+            raise MetadataError(f"{src}: X has no 2-dimensional shape")
+        report.shape = shape
     root = _root(store)
     job = _Job(report, options, progress, total)
     try:
@@ -533,7 +538,9 @@ def _from_10x_mtx(src: Path, store: Any, report: ConversionReport, options: dict
     # 10x matrices are genes x cells: the output rows (cells) are the file's columns.
     source = _mtx_source(mtx, major=1, options=options, tmp_near=store)
     if source.shape != (len(obs), len(var)):
-        raise ValueError(f"{src}: the matrix is {source.shape[1]} x {source.shape[0]} (genes x cells), but there are {len(var)} features and {len(obs)} barcodes")
+        raise ValueError(
+            f"{src}: the matrix is {source.shape[1]} x {source.shape[0]} (genes x cells), but there are {len(var)} features and {len(obs)} barcodes"
+        )
     _write_annotated(store, report, options, progress, source, obs, var, transpose=False, default_dtype=np.float32)
 
 
@@ -557,7 +564,7 @@ def _mtx_source(path: Path, major: int, options: dict[str, Any], tmp_near: Any) 
     counts = np.zeros(n_major, dtype=np.int64)
     ordered, last = True, -1
     while (block := reader.read(budget)) is not None:
-        r = block[major]
+        r = block[0] if major == 0 else block[1]
         if len(r):
             ordered = ordered and bool(r[0] >= last) and bool(np.all(r[1:] >= r[:-1]))
             last = int(r[-1])

@@ -48,7 +48,13 @@ def neurons_profile() -> dict[str, np.ndarray]:
 
 
 def synthetic_counts(
-    n_cells: int = 100_000, n_genes: int = 20_000, *, seed: int = 0, dtype: Any = np.float32, profile: dict[str, np.ndarray] | None = None, block: int = 2_000
+    n_cells: int = 100_000,
+    n_genes: int = 20_000,
+    *,
+    seed: int = 0,
+    dtype: Any = np.float32,
+    profile: dict[str, np.ndarray] | None = None,
+    block: int = 2_000,
 ) -> sp.csr_array:
     """A cells x genes CSR count matrix sampled from a real profile (see the module docstring).
 

@@ -2,12 +2,14 @@
 
 Every error the Rust engine reports arrives as one of these (or as a builtin exception where
 Python users expect one: ``IndexError`` for bad selections, ``OSError`` and its subclasses for
-storage failures, ``ValueError`` for bad arguments).
+storage failures, ``ValueError`` for bad arguments). An exception raised by a zarr-python store
+the core reads through reaches the caller as that store raised it.
 """
 
 from __future__ import annotations
 
 from sparsezarr._lib import (
+    ConflictError,
     CorruptChunkError,
     EncodeError,
     InternalError,
@@ -22,6 +24,7 @@ class FallbackError(UnsupportedError):
 
 
 __all__ = [
+    "ConflictError",
     "CorruptChunkError",
     "EncodeError",
     "FallbackError",

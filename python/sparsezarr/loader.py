@@ -24,12 +24,19 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from sparsezarr.csr import CsrArray, open_csr
+from sparsezarr.csr._read import CompressedMatrix, Output, as_output
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sparsezarr.csr import Target
 
 __all__ = ["Batch", "Loader"]
 
@@ -39,11 +46,11 @@ class Batch:
     """One minibatch."""
 
     #: The cells' rows (``scipy.sparse.csr_array``, or what ``output`` asked for).
-    X: Any
+    X: CompressedMatrix
     #: Their positions in the store.
-    index: np.ndarray
+    index: npt.NDArray[np.int64]
     #: The requested obs columns for these cells (a pandas DataFrame), or None.
-    obs: Any = None
+    obs: pd.DataFrame | None = None
 
 
 class Loader:
@@ -59,18 +66,18 @@ class Loader:
 
     def __init__(
         self,
-        source: Any,
+        source: CsrArray | Target,
         *,
         batch_size: int = 4096,
         block_size: int = 64,
         fetch_blocks: int | None = None,
         shuffle: bool = True,
         seed: int | None = None,
-        obs: Sequence[str] | Any = None,
-        rows: Any = None,
+        obs: str | Sequence[str] | pd.DataFrame | None = None,
+        rows: npt.ArrayLike | None = None,
         drop_last: bool = False,
         prefetch: int = 2,
-        output: str = "array",
+        output: Output = "array",
     ) -> None:
         if batch_size < 1 or block_size < 1 or prefetch < 0:
             raise ValueError("batch_size and block_size must be >= 1 and prefetch >= 0")
@@ -86,12 +93,13 @@ class Loader:
         self.epoch = 0
         self._seed = seed
         n = self.x.shape[0]
+        self.rows: npt.NDArray[np.int64]
         if rows is None:
             self.rows = np.arange(n, dtype=np.int64)
         else:
             r = np.asarray(rows)
             self.rows = np.flatnonzero(r) if r.dtype == bool else r.astype(np.int64).ravel()
-            if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= n):
+            if len(self.rows) and (np.min(self.rows) < 0 or np.max(self.rows) >= n):
                 raise IndexError(f"rows must lie in 0..{n - 1}")
             self.rows = np.sort(self.rows)
 
@@ -200,15 +208,14 @@ class Loader:
         if carry is not None and not self.drop_last and carry[0].shape[0]:
             yield self._batch(carry[0], carry[1])
 
-    def _batch(self, m: Any, rows: np.ndarray) -> Batch:
-        from sparsezarr.csr import _as_output
-
+    def _batch(self, m: sp.csr_array | sp.csc_array, rows: npt.NDArray[np.int64]) -> Batch:
         obs = None if self.obs is None else self.obs.iloc[rows]
-        return Batch(_as_output(m, self.output), rows, obs)
+        return Batch(as_output(m, self.output), rows, obs)
 
 
-def _open(source: Any, obs: Any) -> tuple[CsrArray, Any]:
+def _open(source: CsrArray | Target, obs: str | Sequence[str] | pd.DataFrame | None) -> tuple[CsrArray, pd.DataFrame | None]:
     """The matrix and the obs frame of a loader's source."""
+    import pandas as pd
     import zarr
 
     from sparsezarr._stores import open_group
@@ -217,15 +224,16 @@ def _open(source: Any, obs: Any) -> tuple[CsrArray, Any]:
         x, group = source, None
     else:
         group = open_group(source, "", mode="r")
-        if "X" in group and isinstance(group["X"], zarr.Group):
-            x = CsrArray(group["X"])
+        node = group.get("X")
+        if isinstance(node, zarr.Group):
+            x = CsrArray(node)
         else:
             x, group = open_csr(group), None
     if x.format != "csr":
         raise ValueError("the loader reads cells as rows: it needs a CSR matrix")
     if obs is None:
         return x, None
-    if hasattr(obs, "iloc"):
+    if isinstance(obs, pd.DataFrame):
         if len(obs) != x.shape[0]:
             raise ValueError(f"obs has {len(obs)} rows; the matrix has {x.shape[0]}")
         return x, obs
@@ -235,6 +243,8 @@ def _open(source: Any, obs: Any) -> tuple[CsrArray, Any]:
 
     columns = [obs] if isinstance(obs, str) else list(obs)
     frame = ad.io.read_elem(group["obs"])
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"the store's obs is a {type(frame).__name__}, not a dataframe")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"obs has no column(s) {missing}; it has {list(frame.columns)}")

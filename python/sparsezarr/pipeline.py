@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from zarr.abc.codec import Codec, CodecPipeline
 from zarr.core.buffer import cpu
 from zarr.core.codec_pipeline import BatchedCodecPipeline, codecs_from_list
@@ -38,6 +39,7 @@ from sparsezarr import _lib
 from sparsezarr._compat import check_writable, ensure_open, is_local_store, memory_mapping
 from sparsezarr._metadata import EMPTY, Unsupported, custom_codec, engine_args, spec_engine_args
 from sparsezarr._settings import Settings
+from sparsezarr._stores import rust_store
 from sparsezarr.errors import FallbackError, MetadataError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -46,10 +48,11 @@ if TYPE_CHECKING:
     from zarr.abc.store import ByteGetter, ByteSetter, Store
     from zarr.core.array_spec import ArraySpec
     from zarr.core.buffer import Buffer, NDBuffer
-    from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
     from zarr.core.indexing import SelectorTuple
     from zarr.core.metadata import ArrayMetadata
+
+    from sparsezarr._compat import ChunkGrid
 
     BatchInfo = Iterable[tuple[ByteGetter | ByteSetter, ArraySpec, SelectorTuple, SelectorTuple, bool]]
 
@@ -121,7 +124,7 @@ class Pipeline(CodecPipeline):
         self._unsupported: str | None = None
         self._fallback: BatchedCodecPipeline | None = None
         self._spec_engines: dict[tuple[Any, ...], _lib.ArrayEngine | str] = {}
-        self._local_stores: dict[tuple[str, bool], _lib.LocalStore] = {}
+        self._local_stores: dict[tuple[str, bool], _lib.Store] = {}
         _lib.set_index_cache_budget(self.settings.index_cache_bytes)
         if metadata is not None:
             self._build_engine()
@@ -283,7 +286,7 @@ class Pipeline(CodecPipeline):
             return await self._fall_back(str(engine)).encode(items)
         STATS["encode.rust"] += 1
         native = spec.dtype.to_native_dtype().newbyteorder("=")
-        arrays = []
+        arrays: list[npt.NDArray[np.uint8] | None] = []
         for a, _ in items:
             if a is None:
                 arrays.append(None)
@@ -330,11 +333,15 @@ class Pipeline(CodecPipeline):
             return engine, store, "memory"
         return f"store {type(store).__name__} is not handled in Rust"
 
-    def _local_handle(self, store: Any) -> _lib.LocalStore:
+    def _store_handle(self, store: Any, kind: str) -> _lib.Store:
+        """The Rust view of ``store`` (see ``_stores.rust_store``); local handles are kept, so that
+        the directories they created stay known."""
+        if kind != "local":
+            return rust_store(store)
         key = (str(store.root), store.read_only)
         handle = self._local_stores.get(key)
         if handle is None:
-            handle = _lib.LocalStore(str(store.root), read_only=store.read_only)
+            handle = rust_store(store)
             self._local_stores[key] = handle
         return handle
 
@@ -354,11 +361,9 @@ class Pipeline(CodecPipeline):
         swap = _swap_unit(out_arr.dtype)
         work = out_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
-        if kind == "local":
+        if kind in ("local", "memory"):
             await ensure_open(store)
-            present = await self._run(work, engine.read_local, self._local_handle(store), batch, out_arr, axes, swap)
-        elif kind == "memory":
-            present = await self._run(work, engine.read_mapping, memory_mapping(store), batch, out_arr, axes, swap)
+            present = await self._run(work, engine.read_store, self._store_handle(store, kind), batch, out_arr, axes, swap)
         else:
             values = await asyncio.gather(*(bg.get(prototype=spec.prototype) for bg, spec, *_ in batch))
             arrays = [None if v is None else v.as_numpy_array() for v in values]
@@ -384,20 +389,10 @@ class Pipeline(CodecPipeline):
         swap = _swap_unit(value_arr.dtype)
         work = value_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
-        if kind == "local":
+        if kind in ("local", "memory"):
             check_writable(store)
             await ensure_open(store)
-            await self._run(work, engine.write_local, self._local_handle(store), batch, value_arr, axes, swap, write_empty)
-        elif kind == "memory":
-            check_writable(store)
-            mapping = memory_mapping(store)
-            updates = await self._run(work, engine.write_mapping, mapping, batch, value_arr, axes, swap, write_empty)
-            make = spec.prototype.buffer.from_array_like
-            for key, data in updates:
-                if data is None:
-                    mapping.pop(key, None)
-                else:
-                    mapping[key] = make(data)
+            await self._run(work, engine.write_store, self._store_handle(store, kind), batch, value_arr, axes, swap, write_empty)
         else:
             existing = await asyncio.gather(
                 *(_none() if complete else bs.get(prototype=s.prototype) for bs, s, _, _, complete in batch)
@@ -412,6 +407,8 @@ class Pipeline(CodecPipeline):
 
 def _covers(selection: SelectorTuple, shape: tuple[int, ...]) -> bool:
     """Whether a chunk selection covers every element of a chunk of ``shape``."""
+    if not isinstance(selection, tuple):  # zarr gives chunk selections as tuples; anything else counts as partial
+        return False
     for sel, n in zip(selection, shape, strict=False):
         if isinstance(sel, slice):
             if (sel.start or 0) != 0 or (sel.step or 1) != 1 or sel.stop is None or sel.stop < n:
@@ -430,9 +427,7 @@ def _partial_at_edges(batch: list[Any]) -> list[Any]:
     grows again (zarr's ``test_resize_sharded_keeps_cells_beyond_shape``). The engine merges
     with the stored shard for chunks marked partial, so those are marked partial here.
     """
-    return [
-        (bs, spec, csel, osel, complete and _covers(csel, spec.shape)) for bs, spec, csel, osel, complete in batch
-    ]
+    return [(bs, spec, csel, osel, complete and _covers(csel, spec.shape)) for bs, spec, csel, osel, complete in batch]
 
 
 async def _none() -> None:

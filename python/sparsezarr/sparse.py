@@ -19,26 +19,34 @@ it), and so can ``sparsezarr.Pipeline``.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 import zarr
-from zarr.storage import LocalStore
+from zarr.core.metadata import ArrayV3Metadata
 
 from sparsezarr import _lib
-from sparsezarr._compat import memory_mapping
+from sparsezarr._indexing import Key, expand, int_index, orthogonal, selection_len
 from sparsezarr._metadata import fill_bytes
 from sparsezarr._settings import Settings
+from sparsezarr._stores import rust_store
 from sparsezarr.codec import CODEC_NAME, SPARSE_KINDS, SparseCodec, default_sub_codecs
 from sparsezarr.errors import MetadataError
 
 if TYPE_CHECKING:
     import sparse as pydata_sparse
+    from scipy.sparse._base import _spbase
     from zarr.abc.codec import BytesBytesCodec
+    from zarr.core.common import AccessModeLiteral
+    from zarr.storage import StoreLike
+
+#: What a sparse array stores or is written from: a scipy.sparse array or matrix, a pydata
+#: ``sparse`` array, or a dense array (or anything ``numpy.asarray`` turns into one).
+SparseValue: TypeAlias = "sp.sparray | sp.spmatrix | pydata_sparse.SparseArray | npt.ArrayLike"
 
 __all__ = ["SparseArray", "SparseInfo", "create_sparse", "from_numpy", "from_scipy", "from_sparse", "open_sparse", "save_sparse"]
 
@@ -64,7 +72,7 @@ def default_shards(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int
     grid = [math.ceil(n / c) for n, c in zip(shape, chunks, strict=True)]
     if math.prod(grid) <= DEFAULT_CHUNKS_PER_SHARD:
         return None
-    per_dim = max(1, int(round(DEFAULT_CHUNKS_PER_SHARD ** (1 / len(shape)))))
+    per_dim = max(1, round(DEFAULT_CHUNKS_PER_SHARD ** (1 / len(shape))))
     return tuple(c * min(per_dim, g) for c, g in zip(chunks, grid, strict=True))
 
 
@@ -79,12 +87,12 @@ def _sub_codecs(compressors: Any) -> tuple[Any, ...]:
 
 
 def create_sparse(
-    store: Any,
+    store: StoreLike,
     *,
     shape: tuple[int, ...] | int,
-    dtype: Any = "float32",
+    dtype: npt.DTypeLike = "float32",
     chunks: tuple[int, ...] | None = None,
-    shards: tuple[int, ...] | None | str = "auto",
+    shards: tuple[int, ...] | str | None = "auto",
     fill_value: Any = 0,
     compressors: BytesBytesCodec | list[BytesBytesCodec] | str | None = "default",
     path: str | None = None,
@@ -149,15 +157,17 @@ def create_sparse(
     return SparseArray(arr)
 
 
-def open_sparse(store: Any, *, path: str | None = None, mode: str = "r+") -> SparseArray:
+def open_sparse(store: StoreLike | zarr.Array, *, path: str | None = None, mode: AccessModeLiteral = "r+") -> SparseArray:
     """Open an existing sparse array (a path, store or ``zarr.Array``)."""
     if isinstance(store, zarr.Array):
         return SparseArray(store)
-    return SparseArray(zarr.open_array(store=store, path=path, mode=mode, zarr_format=3))
+    return SparseArray(zarr.open_array(store=store, path=path or "", mode=mode, zarr_format=3))
 
 
-def save_sparse(x: Any, store: Any, **kwargs: Any) -> SparseArray:
+def save_sparse(x: SparseValue, store: StoreLike, **kwargs: Any) -> SparseArray:
     """Create a sparse array holding ``x`` (scipy.sparse, pydata ``sparse`` or numpy)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
     shape = tuple(int(n) for n in x.shape)
     kwargs.setdefault("dtype", x.dtype)
     arr = create_sparse(store, shape=shape, **kwargs)
@@ -166,19 +176,19 @@ def save_sparse(x: Any, store: Any, **kwargs: Any) -> SparseArray:
     return arr
 
 
-def from_scipy(matrix: sp.sparray | sp.spmatrix, store: Any, **kwargs: Any) -> SparseArray:
+def from_scipy(matrix: sp.sparray | sp.spmatrix, store: StoreLike, **kwargs: Any) -> SparseArray:
     """Create a 2-d sparse array from any scipy.sparse array or matrix."""
     if not sp.issparse(matrix):
         raise TypeError(f"expected a scipy.sparse array or matrix, got {type(matrix).__name__}")
     return save_sparse(matrix, store, **kwargs)
 
 
-def from_sparse(x: pydata_sparse.SparseArray, store: Any, **kwargs: Any) -> SparseArray:
+def from_sparse(x: pydata_sparse.SparseArray, store: StoreLike, **kwargs: Any) -> SparseArray:
     """Create a sparse array from a pydata ``sparse`` array (COO, GCXS, DOK)."""
     return save_sparse(x, store, **kwargs)
 
 
-def from_numpy(x: np.ndarray, store: Any, **kwargs: Any) -> SparseArray:
+def from_numpy(x: npt.ArrayLike, store: StoreLike, **kwargs: Any) -> SparseArray:
     """Create a sparse array from a dense numpy array (entries equal to the fill value are not stored)."""
     return save_sparse(np.asarray(x), store, **kwargs)
 
@@ -263,7 +273,7 @@ class SparseArray:
         )
         store = array.store_path.store
         self._store = store
-        self._local = _lib.LocalStore(str(store.root), read_only=store.read_only) if type(store) is LocalStore else None
+        self._rust = rust_store(store)
 
     # -- properties -------------------------------------------------------------------------
 
@@ -305,7 +315,9 @@ class SparseArray:
     @property
     def info(self) -> SparseInfo:
         nnz, stored = self._stats()
-        codec = next(c for c in _all_codecs(self.array.metadata.codecs) if isinstance(c, SparseCodec))
+        metadata = self.array.metadata
+        assert isinstance(metadata, ArrayV3Metadata)  # checked when opened
+        codec = next(c for c in _all_codecs(metadata.codecs) if isinstance(c, SparseCodec))
         return SparseInfo(self.shape, self.dtype, self.chunks, self.shards, self.fill_value, nnz, stored, codec.to_dict())
 
     def __repr__(self) -> str:
@@ -316,52 +328,55 @@ class SparseArray:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def __getitem__(self, key: Any) -> pydata_sparse.COO:
+    def __getitem__(self, key: Key) -> pydata_sparse.COO:
         import sparse
 
-        region, dropped = _normalize_key(key, self.shape)
+        region, keep = orthogonal(key, self.shape, newaxis_error="sparse arrays do not support adding axes (None / np.newaxis)")
         coords, values, _, nnz = self._read(region, csr=False)
-        out_shape = tuple(_region_len(r) for r in region)
         coords = coords.reshape(len(region), nnz)
-        keep = [d for d in range(len(region)) if d not in dropped]
-        coords = coords[keep] if dropped else coords
-        shape = tuple(out_shape[d] for d in keep)
+        if not all(keep):
+            coords = coords[np.asarray(keep)]
+        shape = tuple(selection_len(r) for r, k in zip(region, keep, strict=True) if k)
         return sparse.COO(coords, _typed(values, self.dtype), shape=shape, has_duplicates=False, sorted=True, fill_value=self._fill_scalar())
 
-    def to_scipy(self, key: Any = None, *, format: str = "csr", matrix: bool = False) -> sp.sparray | sp.spmatrix:
+    def to_scipy(
+        self, key: Key = None, *, format: Literal["csr", "csc"] = "csr", matrix: bool = False
+    ) -> sp.csr_array | sp.csc_array | sp.csr_matrix | sp.csc_matrix:
         """A 2-d region as a scipy.sparse ``csr_array`` / ``csc_array`` (``*_matrix`` with ``matrix=True``)."""
         if format not in ("csr", "csc"):
             raise ValueError(f"format must be 'csr' or 'csc', not {format!r}")
         if self._fill_scalar() != 0:
             raise ValueError("scipy.sparse represents a fill value of 0 only; this array's fill value is " + repr(self.fill_value))
-        region, dropped = _normalize_key(slice(None) if key is None else key, self.shape)
-        if self.ndim != 2 or dropped:
+        region, keep = orthogonal(slice(None) if key is None else key, self.shape)
+        if self.ndim != 2 or not all(keep):
             raise ValueError("to_scipy needs a 2-dimensional region (integers drop dimensions; use slices)")
-        coords, values, indptr, nnz = self._read(region, csr=True)
-        shape = tuple(_region_len(r) for r in region)
-        m = sp.csr_array((_typed(values, self.dtype), coords, indptr), shape=shape)
+        coords, values, indptr, _ = self._read(region, csr=True)
+        m: sp.csr_array | sp.csc_array = sp.csr_array(
+            (_typed(values, self.dtype), coords, indptr), shape=(selection_len(region[0]), selection_len(region[1]))
+        )
         if format == "csc":
             m = m.tocsc()
-        return (sp.csr_matrix(m) if format == "csr" else sp.csc_matrix(m)) if matrix else m
+        if matrix:
+            return sp.csr_matrix(m) if format == "csr" else sp.csc_matrix(m)
+        return m
 
     def todense(self) -> np.ndarray:
         """The whole array as a dense numpy array (only for arrays that fit in memory)."""
-        return self[...].todense()
+        return np.asarray(self[...].todense())
 
     def _fill_scalar(self) -> Any:
         return np.asarray(self.fill_value, dtype=self.dtype)[()]
 
     def _read(self, region: list[Any], csr: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-        if self._local is not None:
-            return self._engine.read_local(self._local, region, csr)
-        keys = self._engine.keys_for_read(region)
-        return self._engine.read_values(self._fetch(keys), region, csr)
+        return self._engine.read(self._rust, region, csr)
 
     # -- writing ----------------------------------------------------------------------------
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: Key, value: SparseValue) -> None:
         start, shape, dropped = _normalize_box(key, self.shape)
-        kind, payload = _entries(value, [n for d, n in enumerate(shape) if d not in dropped], self.dtype, self._fill_scalar(), compressed_ok=not dropped)
+        kind, payload = _entries(
+            value, [n for d, n in enumerate(shape) if d not in dropped], self.dtype, self._fill_scalar(), compressed_ok=not dropped
+        )
         if kind == "compressed":
             axis, indptr, indices, values = payload
             self._write(start, shape, values, compressed=(axis, indptr, indices))
@@ -379,42 +394,10 @@ class SparseArray:
         values = np.ascontiguousarray(values)
         if self._store.read_only:
             raise ValueError("store was opened in read-only mode and does not support writing")
-        if self._local is not None:
-            self._engine.write_local(self._local, start, shape, values, **entries)
-            return
-        keys = self._engine.keys_for_write(start, shape)
-        existing = self._fetch(keys)
-        updates = self._engine.write_values(existing, start, shape, values, **entries)
-        self._apply(updates)
-
-    # -- generic stores ---------------------------------------------------------------------
-
-    def _fetch(self, keys: list[str]) -> dict[str, Any]:
-        store = self._store
-        d = memory_mapping(store)
-        if d is not None:
-            return {k: (d[k].as_numpy_array() if k in d else None) for k in keys}
-        proto = zarr.core.buffer.default_buffer_prototype()
-
-        async def get_all() -> list[Any]:
-            return await asyncio.gather(*(store.get(k, prototype=proto) for k in keys))
-
-        values = zarr.core.sync.sync(get_all())
-        return {k: (None if v is None else v.as_numpy_array()) for k, v in zip(keys, values, strict=True)}
-
-    def _apply(self, updates: list[tuple[str, Any]]) -> None:
-        store = self._store
-        proto = zarr.core.buffer.default_buffer_prototype()
-
-        async def apply_all() -> None:
-            await asyncio.gather(*(store.delete(k) if v is None else store.set(k, proto.buffer.from_array_like(v)) for k, v in updates))
-
-        zarr.core.sync.sync(apply_all())
+        self._engine.write(self._rust, start, shape, values, **entries)
 
     def _stats(self) -> tuple[int, int]:
-        if self._local is not None:
-            return self._engine.stats_local(self._local)
-        return self._engine.stats_values(self._fetch(self._engine.all_keys()))
+        return self._engine.stats(self._rust)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,62 +423,9 @@ def _codec_names(codecs: Any) -> list[str]:
     return names
 
 
-def _region_len(item: Any) -> int:
-    return int(item[2]) if isinstance(item, tuple) else len(item)
-
-
-def _expand(key: Any, ndim: int) -> tuple[Any, ...]:
-    if not isinstance(key, tuple):
-        key = (key,)
-    if any(k is None for k in key):
-        raise IndexError("sparse arrays do not support adding axes (None / np.newaxis)")
-    n_ell = sum(1 for k in key if k is Ellipsis)
-    if n_ell > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if n_ell:
-        i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1 :]
-    if len(key) > ndim:
-        raise IndexError(f"too many indices: the array is {ndim}-dimensional, {len(key)} were indexed")
-    return key + (slice(None),) * (ndim - len(key))
-
-
-def _normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[list[Any], set[int]]:
-    """Per-dimension region items for the engine and the dimensions dropped by integers."""
-    key = _expand(key, len(shape))
-    region: list[Any] = []
-    dropped: set[int] = set()
-    for d, (k, n) in enumerate(zip(key, shape, strict=True)):
-        if isinstance(k, slice):
-            start, stop, step = k.indices(n)
-            if step > 0:
-                region.append((start, step, max(0, -(-(stop - start) // step))))
-            else:
-                region.append(np.arange(start, stop, step, dtype=np.int64))
-        elif isinstance(k, int | np.integer):
-            i = int(k)
-            if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for dimension {d} of length {n}")
-            region.append((i % n, 1, 1))
-            dropped.add(d)
-        else:
-            arr = np.asarray(k)
-            if arr.dtype == bool:
-                if arr.shape != (n,):
-                    raise IndexError(f"boolean index of shape {arr.shape} does not match dimension {d} of length {n}")
-                arr = np.flatnonzero(arr)
-            if arr.ndim != 1 or arr.dtype.kind not in "iu":
-                raise IndexError(f"index for dimension {d} must be an integer, a slice or a 1-d array of integers or booleans")
-            arr = arr.astype(np.int64)
-            if arr.size and (arr.min() < -n or arr.max() >= n):
-                raise IndexError(f"index out of bounds for dimension {d} of length {n}")
-            region.append(np.ascontiguousarray(np.where(arr < 0, arr + n, arr)))
-    return region, dropped
-
-
 def _normalize_box(key: Any, shape: tuple[int, ...]) -> tuple[list[int], list[int], set[int]]:
     """Start and shape of the written box, and the dimensions given by integers."""
-    key = _expand(key, len(shape))
+    key = expand(key, len(shape))
     start, size, dropped = [], [], set()
     for d, (k, n) in enumerate(zip(key, shape, strict=True)):
         if isinstance(k, slice):
@@ -505,10 +435,7 @@ def _normalize_box(key: Any, shape: tuple[int, ...]) -> tuple[list[int], list[in
             start.append(a)
             size.append(max(0, b - a))
         elif isinstance(k, int | np.integer):
-            i = int(k)
-            if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for dimension {d} of length {n}")
-            start.append(i % n)
+            start.append(int_index(k, n, d))
             size.append(1)
             dropped.add(d)
         else:
@@ -536,11 +463,12 @@ def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any, comp
     """Entries of a written value: ("coo", (coords, values)) or ("compressed", (axis, indptr, indices, values))."""
     shape_t = tuple(shape)
     if sp.issparse(value):
-        if tuple(value.shape) != shape_t:
-            raise ValueError(f"value of shape {tuple(value.shape)} does not match the selection of shape {shape_t}")
-        if value.format in ("csr", "csc") and compressed_ok:
-            return "compressed", (0 if value.format == "csr" else 1, _index_array(value.indptr), _index_array(value.indices), _cast_values(value.data, dtype))
-        coo = value.tocoo()
+        m = cast("_spbase[Any, Any]", value)  # scipy-stubs narrow issparse() to an abstract class without attributes
+        if tuple(m.shape) != shape_t:
+            raise ValueError(f"value of shape {tuple(m.shape)} does not match the selection of shape {shape_t}")
+        if compressed_ok and isinstance(m, sp.csr_array | sp.csc_array | sp.csr_matrix | sp.csc_matrix):
+            return "compressed", (0 if m.format == "csr" else 1, _index_array(m.indptr), _index_array(m.indices), _cast_values(m.data, dtype))
+        coo = sp.coo_array(m)
         return "coo", ([_index_array(coo.row), _index_array(coo.col)], _cast_values(coo.data, dtype))
     try:
         import sparse as pydata_sparse
@@ -567,4 +495,3 @@ def _entries(value: Any, shape: list[int], dtype: np.dtype[Any], fill: Any, comp
         return "coo", ([], _cast_values(dense.reshape(1)[mask.reshape(1)], dtype))
     coords = np.nonzero(mask)
     return "coo", ([_index_array(c) for c in coords], _cast_values(dense[mask], dtype))
-

@@ -23,18 +23,30 @@ import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
-import scipy.sparse as sp
+import numpy.typing as npt
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from sparsezarr import _lib
+from sparsezarr._indexing import Key, Selection, expand, int_index, orthogonal, selection_len
 from sparsezarr._settings import Settings
 from sparsezarr._stores import rust_store
+from sparsezarr.csr._layout import Format
+from sparsezarr.csr._read import CompressedMatrix, CsrArray, Output, read_compressed
+
+if TYPE_CHECKING:
+    import sparse as pydata_sparse
+    from zarr.storage import StoreLike
+
+    from sparsezarr.sparse import SparseArray, SparseValue
+
+    #: What a view is made of: dense zarr arrays, sparse arrays and CSR/CSC matrices (and views).
+    Component: TypeAlias = zarr.Array | SparseArray | CsrArray
 
 __all__ = ["VirtualArray", "concat", "open_virtual", "stack"]
 
@@ -92,16 +104,15 @@ def _parent(path: str) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _v3_dtype(dtype: Any) -> str:
-    dt = np.dtype(dtype)
+def _v3_dtype(dtype: npt.DTypeLike) -> str:
+    dt: np.dtype[Any] = np.dtype(dtype)
     if dt.kind not in "biufc":
         raise TypeError(f"virtual arrays support numeric and boolean data types, not {dt}")
     return dt.newbyteorder("=").name
 
 
-def _leaf(x: Any) -> tuple[Any, str, dict[str, Any], Storage, Any]:
+def _leaf(x: Component) -> tuple[Any, str, dict[str, Any], Storage, Any]:
     """(store, key, node with an absolute key as path, storage, fill value) of a component."""
-    from sparsezarr.csr import CsrArray
     from sparsezarr.sparse import SparseArray
 
     if isinstance(x, SparseArray):
@@ -111,10 +122,11 @@ def _leaf(x: Any) -> tuple[Any, str, dict[str, Any], Storage, Any]:
     elif isinstance(x, CsrArray):
         g = x.group
         node = {"kind": "array", "path": g.path, "shape": list(x.shape), "data_type": _v3_dtype(x.dtype)}
-        return g.store, g.path, node, x.format, 0  # type: ignore[return-value]
+        return g.store, g.path, node, x.format, 0
     elif isinstance(x, zarr.Array):
         arr = x
-        from sparsezarr.sparse import CODEC_NAME, _codec_names
+        from sparsezarr.codec import CODEC_NAME
+        from sparsezarr.sparse import _codec_names
 
         storage = "sparse" if arr.metadata.zarr_format == 3 and CODEC_NAME in _codec_names(arr.metadata.codecs) else "dense"
         fill = arr.fill_value
@@ -147,15 +159,15 @@ def _float_json(v: Any) -> Any:
     return f
 
 
-def _combine(parts: Sequence[Any], kind: str, axis: int) -> VirtualArray:
+def _combine(parts: Sequence[Component | VirtualArray], kind: str, axis: int) -> VirtualArray:
     if not parts:
         raise ValueError(f"{kind} needs at least one array")
-    items: list[tuple[Any, str, dict[str, Any], str, Any]] = []
+    items: list[tuple[Any, str, dict[str, Any], Storage, Any]] = []
     for p in parts:
         if isinstance(p, VirtualArray):
             items.append((p._store, p._dir, p._doc["source"], p.storage, p.fill_value))
         else:
-            store, key, node, storage, fill = _leaf(p)
+            store, _, node, storage, fill = _leaf(p)
             items.append((store, "", node, storage, fill))
     store = items[0][0]
     stores = [it[0] for it in items]
@@ -247,10 +259,10 @@ def _infer_shape(node: dict[str, Any]) -> list[int]:
     for i, s in enumerate(shapes):
         if s != base:
             raise ValueError(f"stack: array {i} has shape {tuple(s)}, array 0 {tuple(base)}")
-    return base[:axis] + [len(shapes)] + base[axis:]
+    return [*base[:axis], len(shapes), *base[axis:]]
 
 
-def concat(arrays: Iterable[Any], axis: int = 0) -> VirtualArray:
+def concat(arrays: Iterable[Component | VirtualArray], axis: int = 0) -> VirtualArray:
     """A view joining ``arrays`` along ``axis``, like ``numpy.concatenate`` (no data is copied).
 
     Components may be ``zarr.Array`` (dense), sparsezarr :class:`~sparsezarr.SparseArray`,
@@ -264,7 +276,7 @@ def concat(arrays: Iterable[Any], axis: int = 0) -> VirtualArray:
     return _combine(parts, "concat", axis)
 
 
-def stack(arrays: Iterable[Any], axis: int = 0) -> VirtualArray:
+def stack(arrays: Iterable[Component | VirtualArray], axis: int = 0) -> VirtualArray:
     """A view stacking equally shaped ``arrays`` along a new ``axis``, like ``numpy.stack``."""
     parts = list(arrays)
     if parts and axis < 0:
@@ -346,29 +358,6 @@ def _is_fancy(k: Any) -> bool:
     return isinstance(k, list | np.ndarray) or (hasattr(k, "__array__") and not np.isscalar(k))
 
 
-def _expand(key: Any, ndim: int) -> list[Any]:
-    key = list(key) if isinstance(key, tuple) else [key]
-    n_ell = sum(k is Ellipsis for k in key)
-    if n_ell > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    real = sum(1 for k in key if k is not None and k is not Ellipsis)
-    if real > ndim:
-        raise IndexError(f"too many indices: the view is {ndim}-dimensional, {real} were indexed")
-    if n_ell:
-        i = key.index(Ellipsis)
-        key[i : i + 1] = [slice(None)] * (ndim - real)
-    else:
-        key += [slice(None)] * (ndim - real)
-    return key
-
-
-def _int_index(k: Any, n: int, d: int) -> int:
-    i = int(k)
-    if i < -n or i >= n:
-        raise IndexError(f"index {i} is out of bounds for axis {d} with size {n}")
-    return i + n if i < 0 else i
-
-
 class VirtualArray:
     """A virtual array: a JSON document over stored components (see the module docstring)."""
 
@@ -412,7 +401,7 @@ class VirtualArray:
     @property
     def storage(self) -> Storage:
         """``"dense"``, ``"sparse"``, ``"csr"`` or ``"csc"``: what the components are."""
-        return self._lib.storage  # type: ignore[no-any-return]
+        return self._lib.storage
 
     @property
     def fill_value(self) -> Any:
@@ -469,15 +458,15 @@ class VirtualArray:
 
     # -- views ----------------------------------------------------------------------------------
 
-    def __getitem__(self, key: Any) -> VirtualArray:
+    def __getitem__(self, key: Key) -> VirtualArray:
         """Basic indexing (integers, slices with any step, ``None``, ``...``) returns a new view,
         without I/O. Use :meth:`read` for data and for integer-array or boolean indexing."""
-        key = _expand(key, self.ndim)
-        if any(_is_fancy(k) for k in key):
+        items = expand(key, self.ndim, newaxis=True)
+        if any(_is_fancy(k) for k in items):
             raise TypeError("integer-array and boolean indexing return data, not a view: use view.read(key)")
         selection: list[Any] = []
         d = 0
-        for k in key:
+        for k in items:
             if k is None:
                 selection.append("newaxis")
                 continue
@@ -486,7 +475,7 @@ class VirtualArray:
                 r = range(*k.indices(n))
                 selection.append({"start": r.start if len(r) else 0, "step": r.step, "size": len(r)})
             elif isinstance(k, int | np.integer):
-                selection.append(_int_index(k, n, d))
+                selection.append(int_index(k, n, d))
             else:
                 raise TypeError(f"unsupported index {k!r}")
             d += 1
@@ -512,44 +501,10 @@ class VirtualArray:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _orthogonal(self, key: Any) -> tuple[list[Any], list[bool]]:
-        key = _expand(key, self.ndim)
-        if any(k is None for k in key):
-            raise IndexError("None (newaxis) is only allowed when making a view (view[...])")
-        sels: list[Any] = []
-        keep: list[bool] = []
-        for d, (k, n) in enumerate(zip(key, self._shape, strict=True)):
-            if isinstance(k, slice):
-                r = range(*k.indices(n))
-                if r.step > 0:
-                    sels.append((r.start if len(r) else 0, r.step, len(r)))
-                else:
-                    sels.append(np.arange(r.start, r.stop, r.step, dtype=np.int64))
-                keep.append(True)
-            elif isinstance(k, int | np.integer):
-                i = _int_index(k, n, d)
-                sels.append((i, 1, 1))
-                keep.append(False)
-            else:
-                a = np.asarray(k)
-                if a.dtype == bool:
-                    if a.shape != (n,):
-                        raise IndexError(f"boolean index of shape {a.shape} does not match axis {d} of length {n}")
-                    a = np.flatnonzero(a)
-                if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-                    raise IndexError(f"index arrays must be one-dimensional integers or booleans (axis {d})")
-                a = a.astype(np.int64)
-                if a.size and (a.min() < -n or a.max() >= n):
-                    raise IndexError(f"index {int(a.max() if a.max() >= n else a.min())} is out of bounds for axis {d} with size {n}")
-                sels.append(np.where(a < 0, a + n, a))
-                keep.append(True)
-        return sels, keep
+    def _orthogonal(self, key: Key) -> tuple[list[Selection], list[bool]]:
+        return orthogonal(key, self._shape, newaxis_error="None (newaxis) is only allowed when making a view (view[...])")
 
-    @staticmethod
-    def _lens(sels: list[Any], keep: list[bool]) -> tuple[int, ...]:
-        return tuple((s[2] if isinstance(s, tuple) else len(s)) for s, k in zip(sels, keep, strict=True) if k)
-
-    def read(self, key: Any = ..., *, output: Literal["array", "matrix", "gcxs"] | None = None) -> Any:
+    def read(self, key: Key = ..., *, output: Output | None = None) -> npt.NDArray[Any] | np.generic | pydata_sparse.COO | CompressedMatrix:
         """Read data: a numpy array (dense views), ``sparse.COO`` (sparse views) or a
         ``scipy.sparse`` array (CSR/CSC views; ``output`` as for :func:`open_csr`).
 
@@ -558,7 +513,7 @@ class VirtualArray:
         if self.storage in ("csr", "csc"):
             return self._read_compressed(key, output)
         sels, keep = self._orthogonal(key)
-        shape = self._lens(sels, keep)
+        shape = tuple(selection_len(s) for s, k in zip(sels, keep, strict=True) if k)
         if self.storage == "sparse":
             import sparse as pydata_sparse
 
@@ -569,49 +524,28 @@ class VirtualArray:
         self._lib.read(sels, keep, out)
         return out[()] if out.ndim == 0 else out
 
-    def _read_compressed(self, key: Any, output: Any) -> Any:
-        from sparsezarr.csr import _as_output, _major_selection, _minor_lut, _minor_selection, _split_key
+    def _read_compressed(self, key: Key, output: Output | None) -> CompressedMatrix:
+        fmt: Format = "csr" if self.storage == "csr" else "csc"
+        return read_compressed(self._lib.gather, fmt, (self._shape[0], self._shape[1]), self._dtype, key, output or "array")
 
-        fmt = self.storage
-        rows, cols = _split_key(key)
-        major_key, minor_key = (rows, cols) if fmt == "csr" else (cols, rows)
-        n_major = self._shape[0] if fmt == "csr" else self._shape[1]
-        n_minor = self._shape[1] if fmt == "csr" else self._shape[0]
-        major = _major_selection(major_key, n_major)
-        minor = _minor_selection(minor_key, n_minor)
-        lut, fix = _minor_lut(minor, n_minor)
-        if isinstance(major, tuple):
-            data, indices, indptr, _ = self._lib.gather(start=major[0], stop=major[1], lut=lut)
-            n_out = major[1] - major[0]
-        else:
-            data, indices, indptr, _ = self._lib.gather(rows=major, lut=lut)
-            n_out = len(major)
-        values = np.frombuffer(memoryview(data), dtype=self._dtype)
-        m_out = n_minor if minor is None else len(minor)
-        if fmt == "csr":
-            m = sp.csr_array((values, indices, indptr), shape=(n_out, n_minor if fix is not None else m_out))
-            m = m[:, fix] if fix is not None else m
-        else:
-            m = sp.csc_array((values, indices, indptr), shape=(n_minor if fix is not None else m_out, n_out))
-            m = m[fix, :] if fix is not None else m
-        return _as_output(m, output or "array")
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> npt.NDArray[Any]:
         if self.storage != "dense":
-            raise TypeError(f"a {self.storage} view is not converted to a dense numpy array implicitly; use view.read() (and .todense() if you mean it)")
+            raise TypeError(
+                f"a {self.storage} view is not converted to a dense numpy array implicitly; use view.read() (and .todense() if you mean it)"
+            )
         out = np.asarray(self.read())
         return out.astype(dtype) if dtype is not None else out
 
     # -- writing --------------------------------------------------------------------------------
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: Key, value: SparseValue) -> None:
         """Write through to the components (dense: any orthogonal key; sparse: a box of integers
         and step-1 slices, from scipy.sparse / pydata sparse / numpy). Writes into ``fill``
         regions raise; a write spanning components is not atomic across them."""
         if self.storage in ("csr", "csc"):
             raise NotImplementedError("CSR/CSC views are read-only: write their components with write_csr / append_rows")
         sels, keep = self._orthogonal(key)
-        shape = self._lens(sels, keep)
+        shape = tuple(selection_len(s) for s, k in zip(sels, keep, strict=True) if k)
         if self.storage == "sparse":
             self._write_sparse(sels, keep, shape, value)
             return
@@ -628,7 +562,7 @@ class VirtualArray:
             raise IndexError("sparse writes take integers and step-1 slices (a box)")
         start = [s[0] for s in sels]
         box = [s[2] for s in sels]
-        kind, payload = _entries(value, list(shape), self._dtype, self._fill, compressed_ok=False)
+        _, payload = _entries(value, list(shape), self._dtype, self._fill, compressed_ok=False)
         coords_kept, values = payload
         nnz = len(values)
         coords = np.zeros((self.ndim, nnz), dtype=np.int64)
@@ -641,7 +575,7 @@ class VirtualArray:
 
     # -- storing --------------------------------------------------------------------------------
 
-    def save(self, target: Any, path: str) -> None:
+    def save(self, target: StoreLike | zarr.Group, path: str) -> None:
         """Store the view's document at ``path/virtual.json`` of ``target`` (a store, group or
         directory path), with component paths rewritten relative to ``path``'s parent. The target
         must be the view's store (components stay where they are)."""
@@ -680,14 +614,17 @@ class VirtualArray:
         overwrite: bool = False,
         block_bytes: int = 256 << 20,
         progress: bool = False,
-    ) -> Any:
+    ) -> zarr.Array | SparseArray | CsrArray:
         """Copy the view into a real array at ``target``/``path``, block by block through the Rust
         engine: a zarr array (dense views; written with :class:`sparsezarr.Pipeline`), a sparse
         array (sparse views) or a CSR/CSC group (compressed views). Returns the new array."""
         if self.storage in ("csr", "csc"):
-            return self._materialize_compressed(target, path, chunks=chunks, shards=shards, compressors=compressors, overwrite=overwrite, progress=progress)
+            return self._materialize_compressed(
+                target, path, chunks=chunks, shards=shards, compressors=compressors, overwrite=overwrite, progress=progress
+            )
         n0 = self._shape[0] if self._shape else 1
         row_bytes = max(1, self.size // max(n0, 1)) * self._dtype.itemsize
+        dest: SparseArray | zarr.Array
         if self.storage == "sparse":
             from sparsezarr.sparse import create_sparse
 
@@ -724,10 +661,12 @@ class VirtualArray:
             bar.close()
         return dest
 
-    def _materialize_compressed(self, target: Any, path: str, *, chunks: Any, shards: Any, compressors: Any, overwrite: bool, progress: bool) -> Any:
+    def _materialize_compressed(
+        self, target: Any, path: str, *, chunks: Any, shards: Any, compressors: Any, overwrite: bool, progress: bool
+    ) -> CsrArray:
         from sparsezarr.csr import CsrWriter
 
-        fmt = self.storage
+        fmt: Format = "csr" if self.storage == "csr" else "csc"
         n_major = self._shape[0] if fmt == "csr" else self._shape[1]
         n_minor = self._shape[1] if fmt == "csr" else self._shape[0]
         kwargs = _layout_kwargs(chunks, shards, compressors)

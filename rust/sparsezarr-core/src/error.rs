@@ -40,6 +40,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A conditional write found the stored value changed (or present, for create-only): another
+    /// writer got there first. Nothing was written; the caller may read again and retry.
+    #[error("conflicting write to {key:?}: {message}")]
+    Conflict {
+        /// Store key involved.
+        key: String,
+        /// What was found.
+        message: String,
+    },
+    /// An error raised by code outside the core (a Python store's exception), carried through
+    /// unchanged so the bindings can re-raise it as it was.
+    #[error("{key:?}: {source}")]
+    External {
+        /// Store key involved.
+        key: String,
+        /// The original error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A write was attempted on a read-only store.
     #[error("store is read-only; cannot write {0:?}")]
     ReadOnly(String),

@@ -6,10 +6,16 @@
 //! sharding implementation that reads only the inner chunks needed and rewrites only the inner
 //! chunks that change.
 //!
+//! Layers, bottom up (no module imports one above it; `docs/architecture.md` has the picture):
+//! - [`error`], [`dtype`]: the error type and element types.
+//! - [`store`]: the one store interface ([`store::Store`]) and its backends.
+//! - [`runtime`]: the process-wide thread pools.
+//! - [`engine`]: the dense chunk engine (codec plans, sharding, selections, strided copies).
+//! - [`sparse`], [`csr`], [`virt`], [`mtx`]: sparse arrays, CSR/CSC stores, virtual arrays, Matrix
+//!   Market input, all built on the engine and the store interface.
+//!
 //! This crate has no Python dependency; `sparsezarr-python` binds it.
 
-pub mod bytes_chain;
-pub mod codec;
 pub mod csr;
 pub mod dtype;
 pub mod engine;
@@ -17,11 +23,8 @@ pub mod error;
 pub mod keys;
 pub mod mtx;
 pub mod runtime;
-pub mod selection;
-pub mod sharding;
 pub mod sparse;
 pub mod store;
-pub mod strided;
 pub mod virt;
 
 pub use error::{Error, Result};

@@ -5,11 +5,11 @@ use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUnt
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PySlice, PyTuple};
+use pyo3::types::{PyInt, PySlice, PyTuple};
 use sparsezarr_core::engine::ChunkRequest;
-use sparsezarr_core::selection::{DimSel, Selection};
+use sparsezarr_core::engine::selection::{DimSel, Selection};
+use sparsezarr_core::engine::strided::RawView;
 use sparsezarr_core::store::SnapshotStore;
-use sparsezarr_core::strided::RawView;
 
 /// A numpy array as a raw view. `writable` requires the array to be writable.
 pub fn array_view<'a>(arr: &'a Bound<'_, PyUntypedArray>, writable: bool) -> PyResult<RawView<'a>> {
@@ -226,17 +226,4 @@ pub fn snapshot_from_pairs<'py>(pairs: impl Iterator<Item = (String, Option<Boun
     }
     store.set_keepalive(Box::new(keep));
     Ok(store)
-}
-
-/// Snapshot of the values a batch touches in a `MemoryStore` dict (`Buffer` objects).
-pub fn snapshot_from_mapping(mapping: &Bound<'_, PyDict>, reqs: &[ChunkRequest], read_only: bool) -> PyResult<SnapshotStore> {
-    let mut pairs = Vec::with_capacity(reqs.len());
-    for r in reqs {
-        let v = match mapping.get_item(&r.key)? {
-            None => None,
-            Some(buf) => Some(buf.call_method0("as_numpy_array")?),
-        };
-        pairs.push((r.key.clone(), v));
-    }
-    snapshot_from_pairs(pairs.into_iter(), read_only)
 }

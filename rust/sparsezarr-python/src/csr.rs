@@ -5,13 +5,13 @@ use numpy::{PyArray1, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use sparsezarr_core::codec::EngineOptions;
 use sparsezarr_core::csr::{Array1d, CsrSource, CsrWriter, Gathered, IntKind, IntsIn, Major, filter_minor, write_matrix};
 use sparsezarr_core::engine::Concurrency;
+use sparsezarr_core::engine::codec::EngineOptions;
 use sparsezarr_core::sparse::array::IndexVec;
 
 use crate::errors::PythonExt;
-use crate::pystore::AnyStore;
+use crate::pystore::PyStore;
 
 fn open_array(json: &str, prefix: &str, validate_checksums: bool, threads: usize) -> sparsezarr_core::Result<Array1d> {
     let options = EngineOptions { validate_checksums, ..EngineOptions::default() };
@@ -163,7 +163,8 @@ impl PyCsrReader {
         lut: Option<&Bound<'py, PyUntypedArray>>,
         huge_pages: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let store = AnyStore::extract(store)?;
+        let store =
+            store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
         let (rows, lut) = rows_and_lut(rows, lut)?;
         let major = match &rows {
             Some(r) => Major::List(r),
@@ -171,7 +172,7 @@ impl PyCsrReader {
         };
         let src = &self.inner;
         let es = self.es;
-        let s = store.get();
+        let s = store.core();
         let g = py.run_detached(|| {
             let g = src.gather(s, major, huge_pages)?;
             match &lut {
@@ -194,8 +195,8 @@ pub fn read_array<'py>(
     threads: usize,
     validate_checksums: bool,
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-    let store = AnyStore::extract(store)?;
-    let s = store.get();
+    let store = store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
+    let s = store.core();
     let bytes = py.run_detached(|| {
         let a = open_array(metadata_json, prefix, validate_checksums, threads)?;
         #[allow(clippy::cast_possible_truncation)]
@@ -219,8 +220,8 @@ pub fn write_array(
     values: &Bound<'_, PyUntypedArray>,
     threads: usize,
 ) -> PyResult<()> {
-    let store = AnyStore::extract(store)?;
-    let s = store.get();
+    let store = store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
+    let s = store.core();
     let bytes = raw(values, "values")?;
     py.run_detached(|| {
         let a = open_array(metadata_json, prefix, true, threads)?;
@@ -247,8 +248,8 @@ pub fn write_compressed(
     minor: u64,
     threads: usize,
 ) -> PyResult<()> {
-    let store = AnyStore::extract(store)?;
-    let s = store.get();
+    let store = store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
+    let s = store.core();
     let p = ints(indptr_values, "indptr")?;
     let i = ints(indices_values, "indices")?;
     let v = raw(data_values, "data")?;
@@ -325,8 +326,9 @@ impl PyCsrWriter {
         indices: &Bound<'_, PyUntypedArray>,
         data: &Bound<'_, PyUntypedArray>,
     ) -> PyResult<()> {
-        let store = AnyStore::extract(store)?;
-        let s = store.get();
+        let store =
+            store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
+        let s = store.core();
         let p = ints(indptr, "indptr")?;
         let i = ints(indices, "indices")?;
         let v = raw(data, "data")?;
@@ -339,8 +341,9 @@ impl PyCsrWriter {
 
     /// Write everything pending; returns the index pointer of all rows (int64).
     fn finish<'py>(&mut self, py: Python<'py>, store: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let store = AnyStore::extract(store)?;
-        let s = store.get();
+        let store =
+            store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
+        let s = store.core();
         let w = &mut self.inner;
         #[allow(clippy::cast_possible_wrap)]
         let ptr: Vec<i64> = py.run_detached(|| w.finish(s).map(|p| p.iter().map(|&v| v as i64).collect()))?;

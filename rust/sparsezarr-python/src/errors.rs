@@ -21,6 +21,12 @@ pyo3::create_exception!(sparsezarr._lib, EncodeError, PyValueError, "Data could 
 pyo3::create_exception!(sparsezarr._lib, ReadOnlyError, PyValueError, "A write was attempted on a read-only store.");
 pyo3::create_exception!(
     sparsezarr._lib,
+    ConflictError,
+    PyRuntimeError,
+    "A conditional write found the stored value changed by another writer; nothing was written."
+);
+pyo3::create_exception!(
+    sparsezarr._lib,
     InternalError,
     PyRuntimeError,
     "A bug in sparsezarr (an internal invariant was violated); please report it."
@@ -45,6 +51,12 @@ pub fn to_pyerr(err: Error) -> PyErr {
         Error::Selection(_) => PyIndexError::new_err(msg),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::Internal(_) => InternalError::new_err(msg),
+        Error::Conflict { .. } => ConflictError::new_err(msg),
+        // A Python store's exception comes back as it was raised.
+        Error::External { source, .. } => match source.downcast::<PyErr>() {
+            Ok(e) => *e,
+            Err(other) => PyOSError::new_err(other.to_string()),
+        },
     }
 }
 
@@ -73,5 +85,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EncodeError", py.get_type::<EncodeError>())?;
     m.add("ReadOnlyError", py.get_type::<ReadOnlyError>())?;
     m.add("InternalError", py.get_type::<InternalError>())?;
+    m.add("ConflictError", py.get_type::<ConflictError>())?;
     Ok(())
 }

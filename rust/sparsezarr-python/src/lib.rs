@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use numpy::{PyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
-use sparsezarr_core::codec::{EngineOptions, ValueSource};
+use pyo3::types::PyList;
+use sparsezarr_core::engine::codec::{EngineOptions, ValueSource};
+use sparsezarr_core::engine::strided::{RawView, byteswap};
 use sparsezarr_core::engine::{ArrayEngine, ChunkRequest, Concurrency};
-use sparsezarr_core::store::{ChunkStore, FsStore, SnapshotStore};
-use sparsezarr_core::strided::{RawView, byteswap};
+use sparsezarr_core::store::{SnapshotStore, Store};
 
 mod convert;
 mod csr;
@@ -21,29 +21,9 @@ mod pystore;
 mod sparse;
 mod virt;
 
-use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_mapping, snapshot_from_pairs};
+use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_pairs};
 use errors::{PythonExt, to_pyerr};
-
-/// A local directory store (zarr-python's `LocalStore`) as seen by the engine.
-#[pyclass(frozen, name = "LocalStore", module = "sparsezarr._lib")]
-pub(crate) struct PyLocalStore {
-    pub(crate) inner: FsStore,
-}
-
-#[pymethods]
-impl PyLocalStore {
-    #[new]
-    #[pyo3(signature = (root, read_only = false))]
-    fn new(root: std::path::PathBuf, read_only: bool) -> Self {
-        Self { inner: FsStore::new(root, read_only) }
-    }
-
-    /// Whether writes are refused.
-    #[getter]
-    fn read_only(&self) -> bool {
-        self.inner.read_only()
-    }
-}
+use pystore::PyStore;
 
 /// The Rust engine for one array (or one codec chain with a fixed chunk shape).
 #[pyclass(frozen, name = "ArrayEngine", module = "sparsezarr._lib")]
@@ -57,8 +37,8 @@ fn options(validate_checksums: bool, coalesce_max_gap: u64, coalesce_max_bytes: 
 
 fn kept_dims(reqs: &[ChunkRequest]) -> usize {
     match reqs.first().map(|r| &r.selection) {
-        Some(sparsezarr_core::selection::Selection::Orthogonal { out, .. }) => out.iter().filter(|o| o.is_some()).count(),
-        Some(sparsezarr_core::selection::Selection::Points { .. } | sparsezarr_core::selection::Selection::Runs(_)) => 1,
+        Some(sparsezarr_core::engine::selection::Selection::Orthogonal { out, .. }) => out.iter().filter(|o| o.is_some()).count(),
+        Some(sparsezarr_core::engine::selection::Selection::Points { .. } | sparsezarr_core::engine::selection::Selection::Runs(_)) => 1,
         None => 0,
     }
 }
@@ -114,7 +94,7 @@ impl PyArrayEngine {
     fn read_with(
         &self,
         py: Python<'_>,
-        store: &dyn ChunkStore,
+        store: &dyn Store,
         reqs: &[ChunkRequest],
         out: &Bound<'_, PyUntypedArray>,
         swap: usize,
@@ -129,7 +109,7 @@ impl PyArrayEngine {
     fn write_with(
         &self,
         py: Python<'_>,
-        store: &dyn ChunkStore,
+        store: &dyn Store,
         reqs: &[ChunkRequest],
         value: &Bound<'_, PyUntypedArray>,
         swap: usize,
@@ -185,8 +165,8 @@ impl PyArrayEngine {
         coalesce_max_bytes: u64,
     ) -> PyResult<Self> {
         let bad = |e: serde_json::Error| errors::MetadataError::new_err(e.to_string());
-        let codecs: Vec<sparsezarr_core::codec::MetadataV3> = serde_json::from_str(codecs_json).map_err(bad)?;
-        let data_type: sparsezarr_core::codec::MetadataV3 = serde_json::from_str(data_type_json).map_err(bad)?;
+        let codecs: Vec<sparsezarr_core::engine::codec::MetadataV3> = serde_json::from_str(codecs_json).map_err(bad)?;
+        let data_type: sparsezarr_core::engine::codec::MetadataV3 = serde_json::from_str(data_type_json).map_err(bad)?;
         let opts = options(validate_checksums, coalesce_max_gap, coalesce_max_bytes);
         let engine = py.run_detached(|| ArrayEngine::from_parts(&codecs, &chunk_shape, &data_type, fill_bytes, opts, Concurrency { threads }))?;
         Ok(Self { inner: Arc::new(engine) })
@@ -227,12 +207,12 @@ impl PyArrayEngine {
         self.inner.plan().as_sharding().is_some()
     }
 
-    /// Read a batch from a local directory into `out`; returns per chunk whether it was stored.
+    /// Read a batch from a store into `out`; returns per chunk whether it was stored.
     #[pyo3(signature = (store, batch_info, out, drop_axes, swap = 0))]
-    fn read_local(
+    fn read_store(
         &self,
         py: Python<'_>,
-        store: &PyLocalStore,
+        store: &PyStore,
         batch_info: &Bound<'_, PyAny>,
         out: &Bound<'_, PyUntypedArray>,
         drop_axes: Vec<usize>,
@@ -240,16 +220,16 @@ impl PyArrayEngine {
     ) -> PyResult<Vec<bool>> {
         let out_shape: Vec<u64> = out.shape().iter().map(|&n| n as u64).collect();
         let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &out_shape, &drop_axes, KeyMode::Path)?;
-        self.read_with(py, &store.inner, &reqs, out, swap)
+        self.read_with(py, store.core(), &reqs, out, swap)
     }
 
-    /// Write a batch to a local directory from `value`.
+    /// Write a batch to a store from `value`.
     #[pyo3(signature = (store, batch_info, value, drop_axes, swap = 0, write_empty_chunks = false))]
     #[allow(clippy::too_many_arguments)]
-    fn write_local(
+    fn write_store(
         &self,
         py: Python<'_>,
-        store: &PyLocalStore,
+        store: &PyStore,
         batch_info: &Bound<'_, PyAny>,
         value: &Bound<'_, PyUntypedArray>,
         drop_axes: Vec<usize>,
@@ -258,44 +238,7 @@ impl PyArrayEngine {
     ) -> PyResult<()> {
         let shape = value_shape(value);
         let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &shape, &drop_axes, KeyMode::Path)?;
-        self.write_with(py, &store.inner, &reqs, value, swap, write_empty_chunks)
-    }
-
-    /// Read a batch from a mapping of key -> zarr `Buffer` (a `MemoryStore`'s dict).
-    #[pyo3(signature = (mapping, batch_info, out, drop_axes, swap = 0))]
-    fn read_mapping(
-        &self,
-        py: Python<'_>,
-        mapping: &Bound<'_, PyDict>,
-        batch_info: &Bound<'_, PyAny>,
-        out: &Bound<'_, PyUntypedArray>,
-        drop_axes: Vec<usize>,
-        swap: usize,
-    ) -> PyResult<Vec<bool>> {
-        let out_shape: Vec<u64> = out.shape().iter().map(|&n| n as u64).collect();
-        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &out_shape, &drop_axes, KeyMode::Path)?;
-        let store = snapshot_from_mapping(mapping, &reqs, true)?;
-        self.read_with(py, &store, &reqs, out, swap)
-    }
-
-    /// Write a batch into a mapping snapshot; returns the `(key, bytes or None)` updates to apply.
-    #[pyo3(signature = (mapping, batch_info, value, drop_axes, swap = 0, write_empty_chunks = false))]
-    #[allow(clippy::too_many_arguments)]
-    fn write_mapping<'py>(
-        &self,
-        py: Python<'py>,
-        mapping: &Bound<'py, PyDict>,
-        batch_info: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyUntypedArray>,
-        drop_axes: Vec<usize>,
-        swap: usize,
-        write_empty_chunks: bool,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let shape = value_shape(value);
-        let reqs = parse_batch(batch_info, &self.chunk_shape_vec(), &shape, &drop_axes, KeyMode::Path)?;
-        let store = snapshot_from_mapping(mapping, &reqs, false)?;
-        self.write_with(py, &store, &reqs, value, swap, write_empty_chunks)?;
-        writes_to_list(py, &store)
+        self.write_with(py, store.core(), &reqs, value, swap, write_empty_chunks)
     }
 
     /// Read a batch whose stored values (one per entry, `None` if missing) were fetched already.
@@ -375,7 +318,11 @@ impl PyArrayEngine {
         let decoded = py.run_detached(|| {
             let values: Vec<Option<std::borrow::Cow<'_, [u8]>>> = keys
                 .iter()
-                .map(|k| store.open(k).and_then(|v| v.map(|v| v.read_all().map(|b| std::borrow::Cow::Owned(b.into_owned()))).transpose()))
+                .map(|k| {
+                    store
+                        .open(k, sparsezarr_core::store::ByteRange::All)
+                        .and_then(|v| v.map(|v| v.read_all().map(|b| std::borrow::Cow::Owned(b.into_owned()))).transpose())
+                })
                 .collect::<sparsezarr_core::Result<_>>()?;
             let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
             engine.decode_chunks(&refs).map_err(|e| e.with_key("chunk"))
@@ -397,7 +344,11 @@ impl PyArrayEngine {
         let engine = &self.inner;
         let encoded = py.run_detached(|| {
             let values: Vec<Option<Vec<u8>>> = (0..n)
-                .map(|i| store.open(&i.to_string()).and_then(|v| v.map(|v| v.read_all().map(|b| b.into_owned())).transpose()))
+                .map(|i| {
+                    store
+                        .open(&i.to_string(), sparsezarr_core::store::ByteRange::All)
+                        .and_then(|v| v.map(|v| v.read_all().map(|b| b.into_owned())).transpose())
+                })
                 .collect::<sparsezarr_core::Result<_>>()?;
             let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
             engine.encode_chunks(&refs)
@@ -416,18 +367,6 @@ impl PyArrayEngine {
 fn snapshot_from_values(values: &Bound<'_, PyList>, read_only: bool) -> PyResult<SnapshotStore> {
     let pairs = values.iter().enumerate().map(|(i, v)| (i.to_string(), if v.is_none() { None } else { Some(v) }));
     snapshot_from_pairs(pairs, read_only)
-}
-
-fn writes_to_list<'py>(py: Python<'py>, store: &SnapshotStore) -> PyResult<Bound<'py, PyList>> {
-    let out = PyList::empty(py);
-    for (key, v) in store.take_writes() {
-        let v: Py<PyAny> = match v {
-            Some(v) => u8_array(py, v).into_any().unbind(),
-            None => py.None(),
-        };
-        out.append((key, v))?;
-    }
-    Ok(out)
 }
 
 /// Set the byte budget of the process-wide shard index cache (0 disables it).
@@ -451,9 +390,8 @@ fn version() -> &'static str {
 #[pymodule]
 fn _lib(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArrayEngine>()?;
-    m.add_class::<PyLocalStore>()?;
+    m.add_class::<pystore::PyStore>()?;
     m.add_class::<sparse::PySparseArray>()?;
-    m.add_class::<pystore::PyCallbackStore>()?;
     m.add_class::<csr::PyCsrReader>()?;
     m.add_class::<csr::PyCsrWriter>()?;
     m.add_class::<mtx::PyMtxReader>()?;

@@ -1,48 +1,144 @@
-//! A store that calls back into Python (any zarr-python store, through two callables), and the
-//! one argument type that accepts it or a local directory.
+//! The one store handle Python passes to the core (`sparsezarr._lib.Store`), and the one bridge
+//! to any zarr-python store.
+//!
+//! A `Store` wraps a core [`Store`]: a local directory ([`FsStore`]), values in memory
+//! ([`MemoryStore`]), or a Python store reached through four callables ([`PythonStore`]). Every
+//! binding that touches storage (the pipeline's engine, sparse arrays, CSR readers and writers,
+//! virtual arrays) takes this one type.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
 use sparsezarr_core::error::{Error, Result};
-use sparsezarr_core::store::{ChunkStore, Fingerprint, ValueReader};
+use sparsezarr_core::store::{
+    ByteRange, Capabilities, Encoded, FsStore, MemoryStore, ReadRequest, ReadResult, Store, ValueReader, Version, WriteMode,
+};
 
-use crate::PyLocalStore;
+use crate::errors::PythonExt;
 
-/// Any zarr-python store, through `get(key) -> bytes-like | None` and
-/// `set(key, numpy.uint8 array | None)` (None deletes). The callables run with the GIL held on the
-/// engine's worker threads; decoding and encoding still run in parallel without it.
-#[pyclass(frozen, name = "CallbackStore", module = "sparsezarr._lib")]
-pub struct PyCallbackStore {
-    get: Py<PyAny>,
-    set: Py<PyAny>,
-    read_only: bool,
-    id: u64,
+/// A store the core reads and writes: `Store.local(root)`, `Store.memory()` or
+/// `Store.python(get_many, set, delete, list)`.
+#[pyclass(frozen, name = "Store", module = "sparsezarr._lib")]
+pub struct PyStore {
+    pub(crate) inner: Arc<dyn Store>,
+    kind: &'static str,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1 << 40);
+impl PyStore {
+    /// The store as the core sees it.
+    pub fn core(&self) -> &dyn Store {
+        &*self.inner
+    }
+}
 
 #[pymethods]
-impl PyCallbackStore {
-    #[new]
-    #[pyo3(signature = (get, set, read_only = false))]
-    fn new(get: Py<PyAny>, set: Py<PyAny>, read_only: bool) -> Self {
-        Self { get, set, read_only, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+impl PyStore {
+    /// A directory on the local file system.
+    #[staticmethod]
+    #[pyo3(signature = (root, read_only = false))]
+    fn local(root: std::path::PathBuf, read_only: bool) -> Self {
+        Self { inner: Arc::new(FsStore::new(root, read_only)), kind: "local" }
+    }
+
+    /// Values held in memory by the core (versioned; conditional writes enforced).
+    #[staticmethod]
+    #[pyo3(signature = (read_only = false))]
+    fn memory(read_only: bool) -> Self {
+        Self { inner: Arc::new(MemoryStore::new(read_only)), kind: "memory" }
+    }
+
+    /// Any Python store, through `get_many(keys) -> list[buffer | None]`,
+    /// `set(key, numpy.uint8 array)`, `delete(key)` and `list(prefix) -> list[str]` (or None).
+    /// Exceptions the callables raise reach the caller unchanged.
+    #[staticmethod]
+    #[pyo3(signature = (get_many, set, delete, list = None, read_only = false))]
+    fn python(get_many: Py<PyAny>, set: Py<PyAny>, delete: Py<PyAny>, list: Option<Py<PyAny>>, read_only: bool) -> Self {
+        let bridge = PythonStore { get_many, set, delete, list, read_only, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) };
+        Self { inner: Arc::new(bridge), kind: "python" }
     }
 
     /// Whether writes are refused.
     #[getter]
     fn read_only(&self) -> bool {
-        self.read_only
+        self.inner.read_only()
+    }
+
+    /// `"local"`, `"memory"` or `"python"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// What the store can do: `{"cheap_ranges", "atomic_replace", "conditional_writes", "listing"}`.
+    fn capabilities<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c: Capabilities = self.inner.capabilities();
+        let d = PyDict::new(py);
+        d.set_item("cheap_ranges", c.cheap_ranges)?;
+        d.set_item("atomic_replace", c.atomic_replace)?;
+        d.set_item("conditional_writes", c.conditional_writes)?;
+        d.set_item("listing", c.listing)?;
+        Ok(d)
+    }
+
+    /// The value at `key` as bytes, or None.
+    fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let store = self.inner.clone();
+        let v = py.run_detached(|| store.get(key))?;
+        Ok(v.map(|b| PyBytes::new(py, &b)))
+    }
+
+    /// Store `value` at `key`, atomically replacing any previous value.
+    fn set(&self, py: Python<'_>, key: &str, value: Vec<u8>) -> PyResult<()> {
+        let store = self.inner.clone();
+        py.run_detached(|| store.set(key, value))
+    }
+
+    /// Remove the value at `key` (no error if absent).
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        let store = self.inner.clone();
+        py.run_detached(|| store.delete(key))
+    }
+
+    /// Every key starting with `prefix`, sorted.
+    #[pyo3(signature = (prefix = ""))]
+    fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<String>> {
+        let store = self.inner.clone();
+        py.run_detached(|| store.list(prefix))
+    }
+
+    fn __repr__(&self) -> String {
+        match self.inner.local_root() {
+            Some(root) => format!("<sparsezarr._lib.Store local {}>", root.display()),
+            None => format!("<sparsezarr._lib.Store {}>", self.kind),
+        }
     }
 }
 
-fn py_io(key: &str, e: &PyErr) -> Error {
-    Error::io(key, std::io::Error::other(e.to_string()))
+static NEXT_ID: AtomicU64 = AtomicU64::new(1 << 40);
+
+/// Any zarr-python store, through Python callables. Reads come in batches (one interpreter lock
+/// and one `get_many` call per batch, so the Python side can fetch concurrently); ranges are not
+/// cheap, so the engines fetch what an operation needs up front. Writes replace values as the
+/// Python store does; conditional writes are not offered.
+struct PythonStore {
+    get_many: Py<PyAny>,
+    set: Py<PyAny>,
+    delete: Py<PyAny>,
+    list: Option<Py<PyAny>>,
+    read_only: bool,
+    id: u64,
 }
 
+/// A Python exception raised by a callable, carried through the core unchanged.
+fn external(key: &str, e: PyErr) -> Error {
+    Error::External { key: key.to_string(), source: Box::new(e) }
+}
+
+/// A value fetched through Python, held in memory.
 struct OwnedValue {
     key: String,
     bytes: Vec<u8>,
@@ -57,54 +153,114 @@ impl ValueReader for OwnedValue {
         self.bytes.len() as u64
     }
 
+    fn version(&self) -> Option<&Version> {
+        None
+    }
+
+    fn resident(&self) -> bool {
+        true
+    }
+
     fn read_all(&self) -> Result<Cow<'_, [u8]>> {
         Ok(Cow::Borrowed(&self.bytes))
     }
 
     #[allow(clippy::cast_possible_truncation)]
     fn read_range(&self, offset: u64, len: u64) -> Result<Cow<'_, [u8]>> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.bytes.len() as u64 => Ok(Cow::Borrowed(&self.bytes[offset as usize..end as usize])),
-            _ => Err(Error::decode(
-                &self.key,
-                format!("byte range {offset}..{} is outside the stored value of {} bytes", offset.saturating_add(len), self.bytes.len()),
-            )),
-        }
-    }
-
-    fn fingerprint(&self) -> Option<Fingerprint> {
-        None
+        let (offset, len) = ByteRange::Range { offset, len }.resolve(&self.key, self.bytes.len() as u64)?;
+        Ok(Cow::Borrowed(&self.bytes[offset as usize..(offset + len) as usize]))
     }
 }
 
-impl ChunkStore for PyCallbackStore {
-    fn open(&self, key: &str) -> Result<Option<Box<dyn ValueReader + '_>>> {
-        Python::attach(|py| -> Result<Option<Box<dyn ValueReader + '_>>> {
-            let v = self.get.bind(py).call1((key,)).map_err(|e| py_io(key, &e))?;
-            if v.is_none() {
-                return Ok(None);
+impl PythonStore {
+    /// Whole values of `keys` (one call of `get_many`).
+    fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let first = keys.first().copied().unwrap_or("");
+        Python::attach(|py| {
+            let got = self.get_many.bind(py).call1((keys.to_vec(),)).map_err(|e| external(first, e))?;
+            let got = got.cast_into::<PyList>().map_err(|e| external(first, PyErr::from(e)))?;
+            if got.len() != keys.len() {
+                return Err(Error::Internal(format!("get_many returned {} values for {} keys", got.len(), keys.len())));
             }
-            let buf = pyo3::buffer::PyBuffer::<u8>::get(&v).map_err(|e| py_io(key, &e))?;
-            let bytes = buf.to_vec(py).map_err(|e| py_io(key, &e))?;
-            Ok(Some(Box::new(OwnedValue { key: key.to_string(), bytes })))
+            got.iter()
+                .zip(keys)
+                .map(|(v, key)| {
+                    if v.is_none() {
+                        return Ok(None);
+                    }
+                    let buf = pyo3::buffer::PyBuffer::<u8>::get(&v).map_err(|e| external(key, e))?;
+                    buf.to_vec(py).map(Some).map_err(|e| external(key, e))
+                })
+                .collect()
         })
     }
+}
 
-    fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+impl Store for PythonStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { cheap_ranges: false, atomic_replace: false, conditional_writes: false, listing: self.list.is_some() }
+    }
+
+    fn open(&self, key: &str, _first: ByteRange) -> Result<Option<Box<dyn ValueReader + '_>>> {
+        let value = self.fetch(&[key])?.pop().flatten();
+        Ok(value.map(|bytes| Box::new(OwnedValue { key: key.to_string(), bytes }) as Box<dyn ValueReader>))
+    }
+
+    fn read_batch(&self, requests: &[ReadRequest<'_>]) -> Vec<Result<Option<ReadResult>>> {
+        let keys: Vec<&str> = requests.iter().map(|r| r.key).collect();
+        let values = match self.fetch(&keys) {
+            Ok(v) => v,
+            Err(e) => {
+                // One failure fails the batch: report it on the first request, the others as
+                // not attempted.
+                let mut out = vec![Err(e)];
+                out.extend(requests[1..].iter().map(|r| Err(Error::Internal(format!("{:?} not read: an earlier read of the batch failed", r.key)))));
+                return out;
+            }
+        };
+        requests
+            .iter()
+            .zip(values)
+            .map(|(r, v)| {
+                let Some(bytes) = v else { return Ok(None) };
+                let total_size = bytes.len() as u64;
+                let (offset, len) = r.range.resolve(r.key, total_size)?;
+                #[allow(clippy::cast_possible_truncation)]
+                let bytes = if offset == 0 && len == total_size { bytes } else { bytes[offset as usize..(offset + len) as usize].to_vec() };
+                Ok(Some(ReadResult { bytes, total_size, version: None }))
+            })
+            .collect()
+    }
+
+    fn put(&self, key: &str, value: Encoded, mode: WriteMode) -> Result<Option<Version>> {
         if self.read_only {
             return Err(Error::ReadOnly(key.to_string()));
+        }
+        if mode != WriteMode::Overwrite {
+            return Err(Error::Unsupported(format!("conditional writes to a Python store ({key:?})")));
         }
         Python::attach(|py| {
-            let arr = PyArray1::from_vec(py, value);
-            self.set.bind(py).call1((key, arr)).map(|_| ()).map_err(|e| py_io(key, &e))
+            let arr = PyArray1::from_vec(py, value.into_vec());
+            self.set.bind(py).call1((key, arr)).map(|_| None).map_err(|e| external(key, e))
         })
     }
 
-    fn erase(&self, key: &str) -> Result<()> {
+    fn delete(&self, key: &str) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly(key.to_string()));
         }
-        Python::attach(|py| self.set.bind(py).call1((key, py.None())).map(|_| ()).map_err(|e| py_io(key, &e)))
+        Python::attach(|py| self.delete.bind(py).call1((key,)).map(|_| ()).map_err(|e| external(key, e)))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let Some(list) = &self.list else {
+            return Err(Error::Unsupported("this Python store was given no list callable".into()));
+        };
+        Python::attach(|py| {
+            let mut keys: Vec<String> = list.bind(py).call1((prefix,)).and_then(|v| v.extract()).map_err(|e| external(prefix, e))?;
+            keys.sort_unstable();
+            Ok(keys)
+        })
     }
 
     fn read_only(&self) -> bool {
@@ -113,62 +269,5 @@ impl ChunkStore for PyCallbackStore {
 
     fn cache_id(&self) -> u64 {
         self.id
-    }
-}
-
-/// A store argument: a `LocalStore` or a `CallbackStore`.
-pub enum AnyStore<'py> {
-    /// A local directory.
-    Local(PyRef<'py, PyLocalStore>),
-    /// Python callbacks.
-    Callback(PyRef<'py, PyCallbackStore>),
-}
-
-impl<'py> AnyStore<'py> {
-    /// Extract from a Python object.
-    ///
-    /// # Errors
-    /// `TypeError` for anything else.
-    pub fn extract(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
-        if let Ok(s) = obj.extract::<PyRef<'py, PyLocalStore>>() {
-            return Ok(Self::Local(s));
-        }
-        if let Ok(s) = obj.extract::<PyRef<'py, PyCallbackStore>>() {
-            return Ok(Self::Callback(s));
-        }
-        Err(pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.LocalStore or CallbackStore"))
-    }
-
-    /// The store as the core sees it.
-    pub fn get(&self) -> &dyn ChunkStore {
-        match self {
-            Self::Local(s) => &s.inner,
-            Self::Callback(s) => &**s,
-        }
-    }
-}
-
-/// A callback store shared by long-lived core objects (a virtual array keeps its store).
-pub struct SharedCallback(pub Py<PyCallbackStore>);
-
-impl ChunkStore for SharedCallback {
-    fn open(&self, key: &str) -> Result<Option<Box<dyn ValueReader + '_>>> {
-        self.0.get().open(key)
-    }
-
-    fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
-        self.0.get().set(key, value)
-    }
-
-    fn erase(&self, key: &str) -> Result<()> {
-        self.0.get().erase(key)
-    }
-
-    fn read_only(&self) -> bool {
-        self.0.get().read_only
-    }
-
-    fn cache_id(&self) -> u64 {
-        self.0.get().id
     }
 }

@@ -5,17 +5,16 @@ use std::sync::Arc;
 use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
-use sparsezarr_core::codec::EngineOptions;
+use pyo3::types::{PyList, PyTuple};
 use sparsezarr_core::engine::Concurrency;
-use sparsezarr_core::selection::DimSel;
+use sparsezarr_core::engine::codec::EngineOptions;
+use sparsezarr_core::engine::selection::DimSel;
 use sparsezarr_core::sparse::array::IndexVec;
 use sparsezarr_core::sparse::{Duplicates, Indices, ReadFormat, SparseArray, SparseInput, SparseResult};
-use sparsezarr_core::store::{ChunkStore, SnapshotStore};
+use sparsezarr_core::store::Store;
 
-use crate::PyLocalStore;
-use crate::convert::snapshot_from_pairs;
 use crate::errors::PythonExt;
+use crate::pystore::PyStore;
 
 /// A sparse array's engine: regions in and out as coordinates and values.
 #[pyclass(frozen, name = "SparseArray", module = "sparsezarr._lib")]
@@ -94,25 +93,8 @@ fn result_to_py<'py>(py: Python<'py>, r: SparseResult) -> PyResult<Bound<'py, Py
     PyTuple::new(py, [coords, values.into_any().unbind(), offsets, r.nnz.into_pyobject(py)?.into_any().unbind()])
 }
 
-fn dict_snapshot(values: &Bound<'_, PyDict>, read_only: bool) -> PyResult<SnapshotStore> {
-    let pairs = values.iter().map(|(k, v)| Ok((k.extract::<String>()?, if v.is_none() { None } else { Some(v) }))).collect::<PyResult<Vec<_>>>()?;
-    snapshot_from_pairs(pairs.into_iter(), read_only)
-}
-
-fn writes_to_list<'py>(py: Python<'py>, store: &SnapshotStore) -> PyResult<Bound<'py, PyList>> {
-    let out = PyList::empty(py);
-    for (key, v) in store.take_writes() {
-        let v: Py<PyAny> = match v {
-            Some(v) => PyArray1::from_vec(py, v).into_any().unbind(),
-            None => py.None(),
-        };
-        out.append((key, v))?;
-    }
-    Ok(out)
-}
-
 impl PySparseArray {
-    fn read_with<'py>(&self, py: Python<'py>, store: &dyn ChunkStore, region: &Bound<'py, PyList>, csr: bool) -> PyResult<Bound<'py, PyTuple>> {
+    fn read_with<'py>(&self, py: Python<'py>, store: &dyn Store, region: &Bound<'py, PyList>, csr: bool) -> PyResult<Bound<'py, PyTuple>> {
         let region = parse_region(region)?;
         let format = if csr { ReadFormat::Csr } else { ReadFormat::Coo };
         let arr = &self.inner;
@@ -125,7 +107,7 @@ impl PySparseArray {
     fn write_with(
         &self,
         py: Python<'_>,
-        store: &dyn ChunkStore,
+        store: &dyn Store,
         start: Vec<u64>,
         shape: Vec<u64>,
         coords: Option<&Bound<'_, PyList>>,
@@ -191,48 +173,20 @@ impl PySparseArray {
         self.inner.shard_shape().map(<[u64]>::to_vec)
     }
 
-    /// Keys a read of `region` may touch.
-    fn keys_for_read(&self, region: &Bound<'_, PyList>) -> PyResult<Vec<String>> {
-        self.inner.keys_for_read(&parse_region(region)?).map_err(crate::errors::to_pyerr)
-    }
-
-    /// Keys a write of the box may touch.
-    fn keys_for_write(&self, start: Vec<u64>, shape: Vec<u64>) -> PyResult<Vec<String>> {
-        self.inner.keys_for_write(&start, &shape).map_err(crate::errors::to_pyerr)
-    }
-
-    /// Keys of every stored value.
-    fn all_keys(&self) -> Vec<String> {
-        self.inner.all_keys()
-    }
-
-    /// Read a region from a local directory: `(coords, values_bytes, row_offsets | None, nnz)`.
+    /// Read a region: `(coords, values_bytes, row_offsets | None, nnz)`.
     #[pyo3(signature = (store, region, csr = false))]
-    fn read_local<'py>(&self, py: Python<'py>, store: &PyLocalStore, region: &Bound<'py, PyList>, csr: bool) -> PyResult<Bound<'py, PyTuple>> {
-        self.read_with(py, &store.inner, region, csr)
+    fn read<'py>(&self, py: Python<'py>, store: &PyStore, region: &Bound<'py, PyList>, csr: bool) -> PyResult<Bound<'py, PyTuple>> {
+        self.read_with(py, store.core(), region, csr)
     }
 
-    /// Read a region from prefetched values (`{key: buffer or None}`).
-    #[pyo3(signature = (values, region, csr = false))]
-    fn read_values<'py>(
-        &self,
-        py: Python<'py>,
-        values: &Bound<'py, PyDict>,
-        region: &Bound<'py, PyList>,
-        csr: bool,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let store = dict_snapshot(values, true)?;
-        self.read_with(py, &store, region, csr)
-    }
-
-    /// Replace the box `start..start+shape` in a local directory. Give `coords` (a list of index
-    /// arrays) or `compressed=(axis, indptr, indices)`.
+    /// Replace the box `start..start+shape`. Give `coords` (a list of index arrays) or
+    /// `compressed=(axis, indptr, indices)`.
     #[pyo3(signature = (store, start, shape, values, *, coords = None, compressed = None, sum_duplicates = true))]
     #[allow(clippy::too_many_arguments)]
-    fn write_local(
+    fn write(
         &self,
         py: Python<'_>,
-        store: &PyLocalStore,
+        store: &PyStore,
         start: Vec<u64>,
         shape: Vec<u64>,
         values: &Bound<'_, PyUntypedArray>,
@@ -241,41 +195,14 @@ impl PySparseArray {
         sum_duplicates: bool,
     ) -> PyResult<()> {
         let c = compressed.as_ref().map(|(a, p, i)| (*a, p, i));
-        self.write_with(py, &store.inner, start, shape, coords, c, values, sum_duplicates)
+        self.write_with(py, store.core(), start, shape, coords, c, values, sum_duplicates)
     }
 
-    /// Replace the box in prefetched values; returns the `(key, bytes | None)` updates to apply.
-    #[pyo3(signature = (existing, start, shape, values, *, coords = None, compressed = None, sum_duplicates = true, read_only = false))]
-    #[allow(clippy::too_many_arguments)]
-    fn write_values<'py>(
-        &self,
-        py: Python<'py>,
-        existing: &Bound<'py, PyDict>,
-        start: Vec<u64>,
-        shape: Vec<u64>,
-        values: &Bound<'py, PyUntypedArray>,
-        coords: Option<&Bound<'py, PyList>>,
-        compressed: Option<(usize, Bound<'py, PyUntypedArray>, Bound<'py, PyUntypedArray>)>,
-        sum_duplicates: bool,
-        read_only: bool,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let store = dict_snapshot(existing, read_only)?;
-        let c = compressed.as_ref().map(|(a, p, i)| (*a, p, i));
-        self.write_with(py, &store, start, shape, coords, c, values, sum_duplicates)?;
-        writes_to_list(py, &store)
-    }
-
-    /// `(nnz, stored_bytes)` of the array in a local directory.
-    fn stats_local(&self, py: Python<'_>, store: &PyLocalStore) -> PyResult<(u64, u64)> {
+    /// `(nnz, stored_bytes)` of the array.
+    fn stats(&self, py: Python<'_>, store: &PyStore) -> PyResult<(u64, u64)> {
         let arr = &self.inner;
         let cache = sparsezarr_core::engine::shared_index_cache();
-        py.run_detached(|| arr.stats(&store.inner, Some(cache)))
-    }
-
-    /// `(nnz, stored_bytes)` from prefetched values.
-    fn stats_values(&self, py: Python<'_>, values: &Bound<'_, PyDict>) -> PyResult<(u64, u64)> {
-        let store = dict_snapshot(values, true)?;
-        let arr = &self.inner;
-        py.run_detached(|| arr.stats(&store, None))
+        let store = store.core();
+        py.run_detached(|| arr.stats(store, Some(cache)))
     }
 }

@@ -6,19 +6,18 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArray};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
-use sparsezarr_core::codec::{EngineOptions, ValueSource};
 use sparsezarr_core::csr::{Major, filter_minor};
 use sparsezarr_core::engine::Concurrency;
-use sparsezarr_core::selection::DimSel;
+use sparsezarr_core::engine::codec::{EngineOptions, ValueSource};
+use sparsezarr_core::engine::selection::DimSel;
 use sparsezarr_core::sparse::Duplicates;
-use sparsezarr_core::store::{ChunkStore, FsStore};
+use sparsezarr_core::store::Store;
 use sparsezarr_core::virt::{Location, OpenOptions, VirtualArray, sort_entries};
 
-use crate::PyLocalStore;
 use crate::convert::array_view;
 use crate::csr::{gathered_to_py, ints, rows_and_lut};
 use crate::errors::PythonExt;
-use crate::pystore::{PyCallbackStore, SharedCallback};
+use crate::pystore::PyStore;
 
 /// A virtual array (document compiled; components opened on first touch).
 #[pyclass(frozen, name = "VirtualArray", module = "sparsezarr._lib")]
@@ -26,14 +25,9 @@ pub struct PyVirtualArray {
     inner: Arc<VirtualArray>,
 }
 
-fn shared_store(store: &Bound<'_, PyAny>) -> PyResult<Arc<dyn ChunkStore>> {
-    if let Ok(s) = store.extract::<PyRef<'_, PyLocalStore>>() {
-        return Ok(Arc::new(FsStore::new(s.inner.root().to_path_buf(), s.inner.read_only())));
-    }
-    if let Ok(s) = store.extract::<Py<PyCallbackStore>>() {
-        return Ok(Arc::new(SharedCallback(s)));
-    }
-    Err(PyTypeError::new_err("store must be a sparsezarr._lib.LocalStore or CallbackStore"))
+fn shared_store(store: &Bound<'_, PyAny>) -> PyResult<Arc<dyn Store>> {
+    let s = store.extract::<PyRef<'_, PyStore>>().map_err(|_| PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
+    Ok(s.inner.clone())
 }
 
 /// Selections from Python: per dimension `(start, step, len)` or an integer array.

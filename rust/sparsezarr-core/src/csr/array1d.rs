@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::{EngineOptions, ValueSource};
+use crate::engine::codec::{EngineOptions, ValueSource};
+use crate::engine::selection::{DimSel, Run, Selection};
+use crate::engine::strided::RawView;
 use crate::engine::{ArrayEngine, ChunkRequest, Concurrency};
 use crate::error::{Error, Result};
 use crate::keys::ChunkKeys;
-use crate::selection::{DimSel, Run, Selection};
-use crate::store::ChunkStore;
-use crate::strided::RawView;
+use crate::store::Store;
 
 /// A one-dimensional Zarr array (v2 or v3, any codecs, sharded or not) in a store.
 pub struct Array1d {
@@ -119,7 +119,7 @@ impl Array1d {
     /// # Errors
     /// Returns [`Error::Selection`] if a range is out of bounds or `out` has the wrong size, or the
     /// first read or decode error (naming the key).
-    pub fn read_runs(&self, store: &dyn ChunkStore, runs: &[(u64, u64)], out: &mut [u8]) -> Result<()> {
+    pub fn read_runs(&self, store: &dyn Store, runs: &[(u64, u64)], out: &mut [u8]) -> Result<()> {
         let es = self.elem_size() as u64;
         let total: u64 = runs.iter().map(|r| r.1).sum();
         if out.len() as u64 != total * es {
@@ -144,7 +144,7 @@ impl Array1d {
     /// # Errors
     /// Returns [`Error::Selection`] if a run is out of bounds (of the array or of `out`), or the
     /// first read or decode error (naming the key).
-    pub fn read_runs_at(&self, store: &dyn ChunkStore, runs: &[Run], out: &RawView) -> Result<()> {
+    pub fn read_runs_at(&self, store: &dyn Store, runs: &[Run], out: &RawView) -> Result<()> {
         let mut per_chunk: BTreeMap<u64, Vec<Run>> = BTreeMap::new();
         let out_len = out.shape().first().copied().unwrap_or(0);
         for &(start, o, n) in runs {
@@ -181,7 +181,7 @@ impl Array1d {
     ///
     /// # Errors
     /// Returns [`Error::Selection`] if the range passes the array's length, or the first write error.
-    pub fn write_range(&self, store: &dyn ChunkStore, start: u64, data: &[u8]) -> Result<()> {
+    pub fn write_range(&self, store: &dyn Store, start: u64, data: &[u8]) -> Result<()> {
         let es = self.elem_size();
         if !data.len().is_multiple_of(es) {
             return Err(Error::InvalidArgument(format!("{} bytes is not a whole number of {es}-byte elements", data.len())));

@@ -13,7 +13,7 @@ use super::ints::{IntKind, check_range, convert_checked, indptr_values};
 use crate::error::{Error, Result};
 use crate::runtime::{in_pool, run_in_pool};
 use crate::sparse::array::IndexVec;
-use crate::store::ChunkStore;
+use crate::store::Store;
 
 /// Rows to gather.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +65,7 @@ pub fn int_kind(a: &Array1d, what: &str) -> Result<IntKind> {
 /// # Errors
 /// Returns [`Error::InvalidMetadata`] for a non-integer array, a decode error for stored values
 /// that are not an index pointer.
-pub fn read_indptr(indptr: &Array1d, store: &dyn ChunkStore, threads: usize) -> Result<Vec<u64>> {
+pub fn read_indptr(indptr: &Array1d, store: &dyn Store, threads: usize) -> Result<Vec<u64>> {
     let kind = int_kind(indptr, "indptr")?;
     let mut buf = vec![0u8; usize::try_from(indptr.len()).unwrap_or(usize::MAX) * kind.size()];
     run_in_pool(threads, || indptr.read_runs(store, &[(0, indptr.len())], &mut buf))?;
@@ -149,7 +149,7 @@ impl CsrSource {
     /// # Errors
     /// Returns [`Error::Selection`] for a row out of range, a decode error (naming the key) for
     /// corrupt chunks or stored indices out of range.
-    pub fn gather(&self, store: &dyn ChunkStore, major: Major<'_>, huge_pages: bool) -> Result<Gathered> {
+    pub fn gather(&self, store: &dyn Store, major: Major<'_>, huge_pages: bool) -> Result<Gathered> {
         let n_major = self.major_len();
         // Element ranges and the output index pointer.
         let (runs, offsets): (Vec<(u64, u64)>, Vec<u64>) = match major {
@@ -341,8 +341,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::EngineOptions;
     use crate::engine::Concurrency;
+    use crate::engine::codec::EngineOptions;
     use crate::store::FsStore;
 
     fn meta(len: u64, dt: &str, shard: u64, inner: u64) -> String {

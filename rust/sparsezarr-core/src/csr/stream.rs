@@ -6,7 +6,7 @@ use super::gather::int_kind;
 use super::ints::{IntKind, check_range, convert_checked, indptr_values};
 use crate::error::{Error, Result};
 use crate::runtime::run_in_pool;
-use crate::store::ChunkStore;
+use crate::store::Store;
 
 /// An integer array from the caller: its type and native-order bytes.
 pub type IntsIn<'a> = (IntKind, &'a [u8]);
@@ -69,7 +69,7 @@ fn input_indptr(input: IntsIn<'_>) -> Result<Vec<u64>> {
 /// not match the arrays), or the first write error.
 #[allow(clippy::too_many_arguments)]
 pub fn write_matrix(
-    store: &dyn ChunkStore,
+    store: &dyn Store,
     data: &Array1d,
     indices: &Array1d,
     indptr: &Array1d,
@@ -176,7 +176,7 @@ impl CsrWriter {
     /// # Errors
     /// Returns [`Error::InvalidArgument`] for a malformed block, or the first write error (the
     /// values written so far stay written; the caller's metadata decides what is visible).
-    pub fn append(&mut self, store: &dyn ChunkStore, ptr_in: IntsIn<'_>, ind_in: IntsIn<'_>, values: &[u8]) -> Result<()> {
+    pub fn append(&mut self, store: &dyn Store, ptr_in: IntsIn<'_>, ind_in: IntsIn<'_>, values: &[u8]) -> Result<()> {
         let ptr = input_indptr(ptr_in)?;
         let (Some(&first), Some(&last)) = (ptr.first(), ptr.last()) else {
             return Err(Error::InvalidArgument("a block's indptr needs at least one value".into()));
@@ -202,12 +202,12 @@ impl CsrWriter {
     ///
     /// # Errors
     /// The first write error.
-    pub fn finish(&mut self, store: &dyn ChunkStore) -> Result<&[u64]> {
+    pub fn finish(&mut self, store: &dyn Store) -> Result<&[u64]> {
         self.flush(store, true)?;
         Ok(&self.indptr)
     }
 
-    fn flush(&mut self, store: &dyn ChunkStore, last: bool) -> Result<()> {
+    fn flush(&mut self, store: &dyn Store, last: bool) -> Result<()> {
         let (data, indices) = (&mut self.data, &mut self.indices);
         let (pd, pi) = (&mut self.pending_data, &mut self.pending_indices);
         let (dd, di) = (&mut self.data_done, &mut self.indices_done);
@@ -222,7 +222,7 @@ impl CsrWriter {
 }
 
 /// Write the whole shards of `pending` (all of it if `last`) at element `done` of `array`.
-fn flush_one(store: &dyn ChunkStore, array: &mut Array1d, pending: &mut Vec<u8>, done: &mut u64, last: bool) -> Result<()> {
+fn flush_one(store: &dyn Store, array: &mut Array1d, pending: &mut Vec<u8>, done: &mut u64, last: bool) -> Result<()> {
     let es = array.elem_size();
     let have = *done + (pending.len() / es) as u64;
     let s = array.chunk_len();
@@ -242,9 +242,9 @@ fn flush_one(store: &dyn ChunkStore, array: &mut Array1d, pending: &mut Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::EngineOptions;
     use crate::csr::gather::{CsrSource, Major};
     use crate::engine::Concurrency;
+    use crate::engine::codec::EngineOptions;
     use crate::store::FsStore;
 
     fn meta(len: u64, dt: &str, shard: u64, inner: u64) -> String {

@@ -13,14 +13,15 @@ use rayon::prelude::*;
 use zarrs::array::{ArrayMetadata, DataType};
 
 use super::chunk::{CODEC_NAME, ElemType, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
-use crate::codec::{Encoded, EngineOptions};
 use crate::engine::Concurrency;
+use crate::engine::codec::{Encoded, EngineOptions, index_codec};
+use crate::engine::index_cache::IndexCache;
+use crate::engine::selection::DimSel;
+use crate::engine::shard_index::ShardLayout;
 use crate::error::{Error, Result};
 pub use crate::keys::ChunkKeys;
 use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map, try_map_owned};
-use crate::selection::DimSel;
-use crate::sharding::{IndexCache, ShardLayout};
-use crate::store::ChunkStore;
+use crate::store::{ByteRange, Prefetched, Store, WriteMode};
 use crate::with_width;
 
 // ------------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ impl SparseArray {
         let (layout, sparse_meta, inner) = match v3.codecs.as_slice() {
             [c] if c.name() == CODEC_NAME => (None, c.clone(), outer.clone()),
             [s] if s.name() == "sharding_indexed" => {
-                let (layout, codecs) = ShardLayout::new(s, &outer, &options)?;
+                let (layout, codecs) = ShardLayout::new(s, &outer, &options, index_codec)?;
                 match codecs.as_slice() {
                     [c] if c.name() == CODEC_NAME => {
                         let inner = layout.inner_shape().to_vec();
@@ -268,6 +269,11 @@ impl SparseArray {
     #[must_use]
     pub fn chunk_shape(&self) -> &[u64] {
         &self.inner
+    }
+
+    /// What to read when opening a stored value: a shard's index, or a whole chunk.
+    fn first_read(&self) -> ByteRange {
+        self.layout.as_ref().map_or(ByteRange::All, ShardLayout::index_byte_range)
     }
 
     /// Shape of the stored values (shards), if sharded.
@@ -337,8 +343,11 @@ impl SparseArray {
     /// # Errors
     /// Returns an error for selections that do not fit, corrupt chunks (naming their key), or
     /// store failures.
-    pub fn read(&self, store: &dyn ChunkStore, region: &[DimSel], format: ReadFormat, cache: Option<&IndexCache>) -> Result<SparseResult> {
+    pub fn read(&self, store: &dyn Store, region: &[DimSel], format: ReadFormat, cache: Option<&IndexCache>) -> Result<SparseResult> {
         self.check_region(region)?;
+        let keys = if store.capabilities().cheap_ranges { Vec::new() } else { self.keys_for_read(region)? };
+        let prefetched = Prefetched::if_needed(store, keys.iter().map(String::as_str))?;
+        let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         if format == ReadFormat::Csr && self.ndim() != 2 {
             return Err(Error::InvalidArgument("CSR output needs a 2-dimensional array".into()));
         }
@@ -366,7 +375,7 @@ impl SparseArray {
 
     fn read_outer(
         &self,
-        store: &dyn ChunkStore,
+        store: &dyn Store,
         og: &[u64],
         inner_per_dim: &[Vec<u64>],
         maps: &[DimMap],
@@ -374,7 +383,7 @@ impl SparseArray {
         cache: Option<&IndexCache>,
     ) -> Result<Vec<ChunkEntries>> {
         let key = self.keys.key(og);
-        let Some(value) = store.open(&key)? else {
+        let Some(value) = store.open(&key, self.first_read())? else {
             return Ok(Vec::new());
         };
         let with_key = |e: Error| e.with_key(&key);
@@ -392,7 +401,7 @@ impl SparseArray {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let whole = if wanted.len() * 2 > layout.n_inner() || value.fingerprint().is_none() { Some(value.read_all()?) } else { None };
+        let whole = if wanted.len() * 2 > layout.n_inner() || value.resident() { Some(value.read_all()?) } else { None };
         let index: Arc<Vec<u64>> = match &whole {
             Some(b) => Arc::new(layout.index_from_bytes(&key, b)?),
             None => layout.load_index(&*value, cache)?,
@@ -470,7 +479,7 @@ impl SparseArray {
     /// band, the band's chunks are decoded in parallel into reused buffers, their entries counted
     /// per output row (and validated), and placed straight into the output (CSR or COO), in
     /// parallel over row ranges. Indices are 32-bit when they fit.
-    fn read_2d(&self, store: &dyn ChunkStore, region: &[DimSel], format: ReadFormat, cache: Option<&IndexCache>) -> Result<SparseResult> {
+    fn read_2d(&self, store: &dyn Store, region: &[DimSel], format: ReadFormat, cache: Option<&IndexCache>) -> Result<SparseResult> {
         let out_shape = vec![region[0].len(), region[1].len()];
         let maps = [Map1::new(&region[0]), Map1::new(&region[1])];
         let (ir, ic) = (self.inner[0], self.inner[1]);
@@ -618,9 +627,9 @@ impl SparseArray {
     }
 
     /// Encoded bytes of the touched chunks of one stored value.
-    fn fetch_encoded(&self, store: &dyn ChunkStore, og: &[u64], inner_per_dim: &[Vec<u64>], cache: Option<&IndexCache>) -> Result<Vec<Encoded2d>> {
+    fn fetch_encoded(&self, store: &dyn Store, og: &[u64], inner_per_dim: &[Vec<u64>], cache: Option<&IndexCache>) -> Result<Vec<Encoded2d>> {
         let key = self.keys.key(og);
-        let Some(value) = store.open(&key)? else {
+        let Some(value) = store.open(&key, self.first_read())? else {
             return Ok(Vec::new());
         };
         let key: Arc<str> = Arc::from(key.as_str());
@@ -637,7 +646,7 @@ impl SparseArray {
             return Ok(Vec::new());
         }
         let grid_of = |local: &[u64]| (og[0] * grid[0] + local[0], og[1] * grid[1] + local[1]);
-        if wanted.len() * 2 > layout.n_inner() || value.fingerprint().is_none() {
+        if wanted.len() * 2 > layout.n_inner() || value.resident() {
             // Most of the shard: read it once and keep the chunks as ranges of it.
             let buf = Arc::new(value.read_all()?.into_owned());
             let index = layout.index_from_bytes(&key, &buf)?;
@@ -685,7 +694,10 @@ impl SparseArray {
     /// # Errors
     /// Returns [`Error::InvalidArgument`] for input outside the box, mismatched lengths or (with
     /// [`Duplicates::Error`]) repeated coordinates; [`Error::ReadOnly`]; decode and store errors.
-    pub fn write(&self, store: &dyn ChunkStore, start: &[u64], shape: &[u64], input: &SparseInput<'_>, duplicates: Duplicates) -> Result<()> {
+    pub fn write(&self, store: &dyn Store, start: &[u64], shape: &[u64], input: &SparseInput<'_>, duplicates: Duplicates) -> Result<()> {
+        let keys = if store.capabilities().cheap_ranges || store.read_only() { Vec::new() } else { self.keys_for_write(start, shape)? };
+        let prefetched = Prefetched::if_needed(store, keys.iter().map(String::as_str))?;
+        let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         if store.read_only() {
             return Err(Error::ReadOnly(self.keys.key(&vec![0; self.ndim()])));
         }
@@ -710,7 +722,7 @@ impl SparseArray {
         run_in_pool(self.concurrency.threads, || self.write_in_pool(store, start, shape, &entries, duplicates))
     }
 
-    fn write_in_pool(&self, store: &dyn ChunkStore, start: &[u64], shape: &[u64], entries: &Entries<'_>, duplicates: Duplicates) -> Result<()> {
+    fn write_in_pool(&self, store: &dyn Store, start: &[u64], shape: &[u64], entries: &Entries<'_>, duplicates: Duplicates) -> Result<()> {
         let ndim = self.ndim();
         // Sparse chunks (global inner grid) touched by the box.
         let first: Vec<u64> = start.iter().zip(&self.inner).map(|(&s, &c)| s / c).collect();
@@ -756,7 +768,7 @@ impl SparseArray {
             if box_covers(&oorigin, &self.outer) {
                 return Ok(Prepared { key, old: None, kept: HashMap::new() });
             }
-            let Some(value) = store.open(&key)? else {
+            let Some(value) = store.open(&key, self.first_read())? else {
                 return Ok(Prepared { key, old: None, kept: HashMap::new() });
             };
             let bytes = value.read_all()?.into_owned();
@@ -817,8 +829,8 @@ impl SparseArray {
         })?;
         // 6. Store them.
         try_for_each_owned(encoded, |(key, new)| match new {
-            Some(enc) => store.set_encoded(&key, enc),
-            None => store.erase(&key),
+            Some(enc) => store.put(&key, enc, WriteMode::Overwrite).map(drop),
+            None => store.delete(&key),
         })
     }
 
@@ -983,11 +995,14 @@ impl SparseArray {
     ///
     /// # Errors
     /// Returns an error for corrupt chunks or store failures.
-    pub fn stats(&self, store: &dyn ChunkStore, cache: Option<&IndexCache>) -> Result<(u64, u64)> {
+    pub fn stats(&self, store: &dyn Store, cache: Option<&IndexCache>) -> Result<(u64, u64)> {
+        let keys = if store.capabilities().cheap_ranges { Vec::new() } else { self.all_keys() };
+        let prefetched = Prefetched::if_needed(store, keys.iter().map(String::as_str))?;
+        let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         let keys = self.all_keys();
         let work = || -> Result<Vec<(u64, u64)>> {
             try_map(&keys, |key| {
-                let Some(value) = store.open(key)? else {
+                let Some(value) = store.open(key, self.first_read())? else {
                     return Ok((0, 0));
                 };
                 let size = value.size();

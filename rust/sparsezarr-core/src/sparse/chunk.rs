@@ -25,8 +25,8 @@ use zarrs::array::{BytesRepresentation, DataType};
 use zarrs::metadata::v3::MetadataV3;
 use zarrs::plugin::ExtensionName;
 
-use crate::bytes_chain::BytesChain;
-use crate::codec::EngineOptions;
+use crate::engine::bytes_chain::BytesChain;
+use crate::engine::codec::EngineOptions;
 use crate::error::{Error, Result};
 
 /// The codec's name in array metadata.
@@ -373,7 +373,7 @@ impl SubChain {
     fn encode(&self, native: &[u8]) -> Result<Vec<u8>> {
         let bytes: Cow<'_, [u8]> = if self.swap > 1 {
             let mut v = native.to_vec();
-            crate::strided::byteswap(&mut v, self.swap);
+            crate::engine::strided::byteswap(&mut v, self.swap);
             Cow::Owned(v)
         } else {
             Cow::Borrowed(native)
@@ -385,7 +385,7 @@ impl SubChain {
     fn decode_into(&self, encoded: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<()> {
         self.chain.decode_into(encoded, expected, out)?;
         if self.swap > 1 {
-            crate::strided::byteswap(out, self.swap);
+            crate::engine::strided::byteswap(out, self.swap);
         }
         Ok(())
     }

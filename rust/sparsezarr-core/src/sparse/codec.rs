@@ -18,7 +18,7 @@ use zarrs::metadata::v3::MetadataV3;
 use zarrs::plugin::{PluginCreateError, ZarrVersion};
 
 use super::chunk::{ElemType, SparseChunkCodec, SparseCodecConfig};
-use crate::codec::EngineOptions;
+use crate::engine::codec::EngineOptions;
 
 /// A chunk codec built for (chunk shape, data type, fill value).
 type CachedCodec = (Vec<u64>, DataType, Vec<u8>, Arc<SparseChunkCodec>);
@@ -141,7 +141,7 @@ impl ArrayToBytesCodecTraits for SparseCodec {
         let n: u64 = shape.iter().map(|s| s.get()).product();
         #[allow(clippy::cast_possible_truncation)]
         let mut dense = vec![0u8; n as usize * codec.elem().size()];
-        crate::strided::fill_buffer(&mut dense, fill_value.as_ne_bytes());
+        crate::engine::strided::fill_buffer(&mut dense, fill_value.as_ne_bytes());
         codec.scatter_dense(&chunk, &mut dense);
         Ok(ArrayBytes::new_flen(dense))
     }
@@ -149,11 +149,11 @@ impl ArrayToBytesCodecTraits for SparseCodec {
 
 #[cfg(test)]
 mod tests {
-    use crate::codec::{EngineOptions, ValueSource};
+    use crate::engine::codec::{EngineOptions, ValueSource};
+    use crate::engine::selection::Selection;
+    use crate::engine::strided::RawView;
     use crate::engine::{ArrayEngine, ChunkRequest, Concurrency};
-    use crate::selection::Selection;
-    use crate::store::{ChunkStore, SnapshotStore};
-    use crate::strided::RawView;
+    use crate::store::{SnapshotStore, Store};
 
     #[test]
     fn registered_with_zarrs_and_usable_densely() {

@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::EngineOptions;
 use crate::csr::array1d::Array1d;
 use crate::csr::gather::{CsrSource, read_indptr};
+use crate::engine::codec::EngineOptions;
 use crate::engine::{ArrayEngine, Concurrency};
 use crate::error::{Error, Result};
 use crate::keys::ChunkKeys;
 use crate::sparse::array::SparseArray;
-use crate::store::{ChunkStore, FsStore};
+use crate::store::{ByteRange, FsStore, Store};
 
 use super::spec::{LeafSpec, MAX_DEPTH, Storage};
 use super::view::VirtualArray;
@@ -24,7 +24,7 @@ pub const DOCUMENT_KEY: &str = "virtual.json";
 #[derive(Clone)]
 pub struct Location {
     /// The store; components may not leave it (its root is the view's root).
-    pub store: Arc<dyn ChunkStore>,
+    pub store: Arc<dyn Store>,
     /// Key prefix of the directory holding the document (`""` or `"a/b/"`).
     pub dir: String,
 }
@@ -55,21 +55,21 @@ pub enum Component {
         /// Array shape.
         shape: Vec<u64>,
         /// Its store.
-        store: Arc<dyn ChunkStore>,
+        store: Arc<dyn Store>,
     },
     /// A sparsezarr sparse array.
     Sparse {
         /// The array.
         array: SparseArray,
         /// Its store.
-        store: Arc<dyn ChunkStore>,
+        store: Arc<dyn Store>,
     },
     /// A compressed sparse matrix group (CSR or CSC).
     Compressed {
         /// The matrix with its index pointer in memory.
         source: CsrSource,
         /// Its store.
-        store: Arc<dyn ChunkStore>,
+        store: Arc<dyn Store>,
     },
     /// Another virtual array.
     View(VirtualArray),
@@ -145,7 +145,7 @@ fn normalise_abs(path: &str) -> Result<PathBuf> {
 /// A component's store, key prefix and identity (for cycle checks).
 pub struct Resolved {
     /// The store holding it.
-    pub store: Arc<dyn ChunkStore>,
+    pub store: Arc<dyn Store>,
     /// Key prefix of the component (`"a/b/"`).
     pub prefix: String,
     /// The directory holding it (for nested documents).
@@ -195,18 +195,18 @@ pub fn resolve(leaf: &LeafSpec, loc: &Location, options: &OpenOptions) -> Result
     }
     let parent = norm.parent().unwrap_or_else(|| Path::new("/")).to_path_buf();
     let name = norm.file_name().and_then(|n| n.to_str()).ok_or_else(|| confine(format!("URL {url:?} names no array")))?.to_string();
-    let store: Arc<dyn ChunkStore> = Arc::new(FsStore::new(parent, loc.store.read_only()));
+    let store: Arc<dyn Store> = Arc::new(FsStore::new(parent, loc.store.read_only()));
     Ok(Resolved { id: format!("file:{}", norm.display()), prefix: format!("{name}/"), dir: String::new(), store })
 }
 
-fn read_json(store: &dyn ChunkStore, key: &str) -> Result<Option<serde_json::Value>> {
-    let Some(v) = store.open(key)? else { return Ok(None) };
+fn read_json(store: &dyn Store, key: &str) -> Result<Option<serde_json::Value>> {
+    let Some(v) = store.open(key, ByteRange::All)? else { return Ok(None) };
     let bytes = v.read_all()?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::InvalidMetadata(format!("{key}: {e}")))
 }
 
-fn read_text(store: &dyn ChunkStore, key: &str) -> Result<Option<String>> {
-    let Some(v) = store.open(key)? else { return Ok(None) };
+fn read_text(store: &dyn Store, key: &str) -> Result<Option<String>> {
+    let Some(v) = store.open(key, ByteRange::All)? else { return Ok(None) };
     let bytes = v.read_all()?;
     String::from_utf8(bytes.into_owned()).map(Some).map_err(|e| Error::InvalidMetadata(format!("{key}: {e}")))
 }

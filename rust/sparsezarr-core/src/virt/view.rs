@@ -5,15 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use zarrs::array::{ArrayMetadata, DataType};
 
-use crate::codec::ValueSource;
 use crate::csr::gather::{Gathered, Major};
 use crate::csr::ints::{IntKind, check_range, convert_checked};
+use crate::engine::codec::ValueSource;
+use crate::engine::selection::{DimSel, Run, Selection};
+use crate::engine::strided::{RawView, fill_selection};
 use crate::engine::{ChunkRequest, shared_index_cache};
 use crate::error::{Error, Result};
 use crate::runtime::{run_in_pool, try_for_each, try_map};
-use crate::selection::{DimSel, Run, Selection};
 use crate::sparse::array::{Duplicates, IndexVec, Indices, ReadFormat, SparseInput};
-use crate::strided::{RawView, fill_selection};
 
 use super::open::{Component, Location, OpenOptions, open_component};
 use super::spec::{Compiled, DimMap, Document, Layer, Storage, slice_window};

@@ -2,7 +2,7 @@
 //!
 //! A shard stores inner chunks back to back plus an index of `(offset, nbytes)` pairs, one per
 //! inner chunk in C order (`u64::MAX` twice for a missing chunk). Reads fetch the index (cached
-//! across calls, validated by the file's fingerprint), then only the inner chunks a selection
+//! across calls, validated by the stored value's version), then only the inner chunks a selection
 //! touches, merging nearby byte ranges into one request, and decode them in parallel straight into
 //! the output. Writes re-encode only the inner chunks they touch and copy the stored bytes of all
 //! others unchanged. Inner chunk codecs may themselves be sharded (nested sharding).
@@ -15,19 +15,16 @@
 //! [`ShardLayout`] is the codec-independent part (grid, index, fetching inner chunks, assembling a
 //! shard) and is shared by dense arrays ([`ShardingPlan`]) and sparse arrays.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use zarrs::array::FillValue;
 use zarrs::metadata::v3::MetadataV3;
 
-use crate::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource, codecs_from_json};
+use crate::engine::index_cache::IndexCache;
+use crate::engine::repr::{ArrayRepr, EngineOptions, codecs_from_json};
 use crate::error::{Error, Result};
-use crate::runtime::{try_for_each, try_map};
-use crate::selection::Selection;
-use crate::store::{BytesValue, Fingerprint, ValueReader};
-use crate::strided::{RawView, byteswap, fill_selection};
+use crate::runtime::try_for_each;
+use crate::store::{ByteRange, Encoded, ValueReader};
 
 const MISSING: u64 = u64::MAX;
 
@@ -36,8 +33,30 @@ enum IndexPlan {
     /// `bytes` (little endian), optionally followed by `crc32c`.
     Native { crc: bool },
     /// Any other fixed-size index codec chain.
-    General(Box<CodecPlan>),
+    General(Box<dyn IndexCodec>),
 }
+
+/// A codec chain for shard indexes other than the native `bytes` (+ `crc32c`) one: it encodes
+/// and decodes the whole index (`u64` entries in native byte order). The engine's codec plans
+/// implement it; [`ShardLayout::new`] gets a constructor for one, so this module does not depend
+/// on the codec module (which depends on it for sharded chunks).
+pub trait IndexCodec: std::fmt::Debug + Send + Sync {
+    /// Size of the encoded index, if fixed (it must be).
+    fn fixed_encoded_size(&self) -> Option<u64>;
+    /// Decode a stored index into native-order `u64` bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Decode`] for corrupt bytes.
+    fn decode_index(&self, bytes: &[u8]) -> Result<Vec<u8>>;
+    /// Encode native-order `u64` bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Encode`] if encoding fails.
+    fn encode_index(&self, raw: Vec<u8>) -> Result<Vec<u8>>;
+}
+
+/// Builds the [`IndexCodec`] of an index codec chain for indexes of the given representation.
+pub type IndexCodecBuilder = fn(&[MetadataV3], ArrayRepr, &EngineOptions) -> Result<Box<dyn IndexCodec>>;
 
 /// Linear (C-order) index of grid coordinates.
 #[must_use]
@@ -151,7 +170,7 @@ impl ShardLayout {
     ///
     /// # Errors
     /// Returns [`Error::InvalidMetadata`] for malformed configurations.
-    pub fn new(meta: &MetadataV3, shard_shape: &[u64], options: &EngineOptions) -> Result<(Self, Vec<MetadataV3>)> {
+    pub fn new(meta: &MetadataV3, shard_shape: &[u64], options: &EngineOptions, index_codec: IndexCodecBuilder) -> Result<(Self, Vec<MetadataV3>)> {
         let bad = |m: &str| Error::InvalidMetadata(format!("sharding_indexed: {m}"));
         let cfg = meta.configuration().ok_or_else(|| bad("missing configuration"))?;
         let inner_shape: Vec<u64> =
@@ -187,9 +206,9 @@ impl ShardLayout {
                 let mut index_shape = grid.clone();
                 index_shape.push(2);
                 let repr = ArrayRepr { shape: index_shape, data_type: zarrs::array::data_type::uint64(), fill_value: FillValue::from(MISSING) };
-                let plan = CodecPlan::new(&index_codecs, repr, options)?;
+                let plan = index_codec(&index_codecs, repr, options)?;
                 let size = plan.fixed_encoded_size().ok_or_else(|| bad("index codecs must produce a fixed-size encoding"))?;
-                (IndexPlan::General(Box::new(plan)), size)
+                (IndexPlan::General(plan), size)
             }
         };
         let layout = Self {
@@ -251,7 +270,7 @@ impl ShardLayout {
                 body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect()
             }
             IndexPlan::General(plan) => {
-                let decoded = plan.decode(Cow::Borrowed(bytes)).map_err(|e| e.with_key(key))?;
+                let decoded = plan.decode_index(bytes).map_err(|e| e.with_key(key))?;
                 decoded.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()
             }
         };
@@ -282,9 +301,15 @@ impl ShardLayout {
             }
             IndexPlan::General(plan) => {
                 let raw: Vec<u8> = entries.iter().flat_map(|e| e.to_ne_bytes()).collect();
-                plan.encode(Cow::Owned(raw))
+                plan.encode_index(raw)
             }
         }
+    }
+
+    /// Where a shard's index lies: the range to read first when opening a shard.
+    #[must_use]
+    pub fn index_byte_range(&self) -> ByteRange {
+        if self.index_at_start { ByteRange::Range { offset: 0, len: self.index_size } } else { ByteRange::Suffix(self.index_size) }
     }
 
     fn index_range(&self, shard_len: u64) -> (u64, u64) {
@@ -317,14 +342,13 @@ impl ShardLayout {
     pub fn load_index(&self, value: &dyn ValueReader, cache: Option<&IndexCache>) -> Result<Arc<Vec<u64>>> {
         let len = value.size();
         self.check_len(value.key(), len)?;
-        let cache_key = value.fingerprint().map(|fp| (fp, self.index_size, self.index_at_start));
-        if let (Some(cache), Some(k)) = (cache, cache_key)
-            && let Some(hit) = cache.get(&k)
+        let cache_key = value.version().map(|v| (value.key().to_string(), v.clone(), self.index_size, self.index_at_start));
+        if let (Some(cache), Some(k)) = (cache, &cache_key)
+            && let Some(hit) = cache.get(k)
         {
             return Ok(hit);
         }
-        let (off, n) = self.index_range(len);
-        let bytes = value.read_range(off, n)?;
+        let bytes = value.read(self.index_byte_range())?;
         let index = Arc::new(self.decode_index(&bytes, value.key(), len)?);
         if let (Some(cache), Some(k)) = (cache, cache_key) {
             cache.insert(k, index.clone());
@@ -453,301 +477,5 @@ impl ShardLayout {
     /// Returns an error if the index cannot be encoded.
     pub fn empty_shard(&self) -> Result<Vec<u8>> {
         self.encode_index(&vec![MISSING; 2 * self.n_inner])
-    }
-}
-
-/// A `sharding_indexed` codec bound to one shard representation (dense inner chunks).
-#[derive(Debug)]
-pub struct ShardingPlan {
-    shard: ArrayRepr,
-    layout: ShardLayout,
-    inner: CodecPlan,
-}
-
-impl ShardingPlan {
-    /// Build from `sharding_indexed` metadata for shards of `shard`.
-    ///
-    /// # Errors
-    /// Returns [`Error::InvalidMetadata`] for malformed configurations and
-    /// [`Error::Unsupported`] for inner codecs the engine cannot run.
-    pub fn new(meta: &MetadataV3, shard: ArrayRepr, options: &EngineOptions) -> Result<Self> {
-        let (layout, codecs) = ShardLayout::new(meta, &shard.shape, options)?;
-        let inner_repr = ArrayRepr { shape: layout.inner_shape.clone(), data_type: shard.data_type.clone(), fill_value: shard.fill_value.clone() };
-        let inner = CodecPlan::new(&codecs, inner_repr, options)?;
-        Ok(Self { shard, layout, inner })
-    }
-
-    /// Inner chunk shape.
-    #[must_use]
-    pub fn inner_shape(&self) -> &[u64] {
-        &self.layout.inner_shape
-    }
-
-    /// The inner chunks' codec plan.
-    #[must_use]
-    pub fn inner(&self) -> &CodecPlan {
-        &self.inner
-    }
-
-    /// The shard layout.
-    #[must_use]
-    pub fn layout(&self) -> &ShardLayout {
-        &self.layout
-    }
-
-    /// Read the elements `sel` names from the shard `value` into `out`.
-    ///
-    /// # Errors
-    /// Returns an error if the shard is corrupt or the selection does not fit.
-    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&IndexCache>) -> Result<()> {
-        let layout = &self.layout;
-        let parts = sel.partition(&layout.inner_shape);
-        if parts.is_empty() {
-            return Ok(());
-        }
-        let mut fill = self.shard.fill_value.as_ne_bytes().to_vec();
-        byteswap(&mut fill, swap);
-        let key = value.key();
-        // Everything (or nearly) is needed, or the value is in memory anyway: take it whole.
-        let whole: Option<Cow<'_, [u8]>> =
-            if parts.len() * 2 > layout.n_inner || value.fingerprint().is_none() { Some(value.read_all()?) } else { None };
-        let index: Arc<Vec<u64>> = match &whole {
-            Some(bytes) => Arc::new(layout.index_from_bytes(key, bytes)?),
-            None => layout.load_index(value, cache)?,
-        };
-        let wanted: Vec<(usize, Selection)> = parts.into_iter().map(|(coords, sub)| (layout.linear(&coords), sub)).collect();
-        layout.for_each_inner(
-            value,
-            whole.as_deref(),
-            &index,
-            &wanted,
-            |sub, bytes| {
-                let v = BytesValue::new(key, bytes);
-                self.inner.read_into(&v, sub, out, swap, None).map_err(|e| e.with_key(key))
-            },
-            |sub| fill_selection(out, sub, &fill, false),
-        )
-    }
-
-    /// The new stored bytes of a shard after writing `src` into the elements `sel` names, or
-    /// `None` if the shard ends up without any inner chunk (it should be deleted).
-    ///
-    /// Inner chunks the selection does not touch keep their stored bytes; only touched inner
-    /// chunks are decoded (if partially written) and re-encoded.
-    ///
-    /// # Errors
-    /// Returns an error if the existing shard is corrupt or encoding fails.
-    pub fn write_from(
-        &self,
-        existing: Option<&dyn ValueReader>,
-        sel: &Selection,
-        src: &ValueSource<'_>,
-        write_empty: bool,
-    ) -> Result<Option<Encoded>> {
-        let layout = &self.layout;
-        let parts = sel.partition(&layout.inner_shape);
-        let covers = sel.covers(&self.shard.shape);
-        let old_bytes: Option<Cow<'_, [u8]>> = match existing {
-            Some(v) if !covers => Some(v.read_all()?),
-            _ => None,
-        };
-        let key = existing.map_or("", |v| v.key());
-        let old_index = match &old_bytes {
-            Some(b) => Some(layout.index_from_bytes(key, b)?),
-            None => None,
-        };
-        let old_chunk = |lin: usize| -> Option<&[u8]> {
-            let (b, idx) = (old_bytes.as_deref()?, old_index.as_ref()?);
-            #[allow(clippy::cast_possible_truncation)]
-            ShardLayout::entry(idx, lin).map(|(off, n)| &b[off as usize..(off + n) as usize])
-        };
-        let changes: Vec<(usize, Option<Vec<u8>>)> = try_map(&parts, |(coords, sub)| {
-            let lin = layout.linear(coords);
-            let prev = if sub.covers(&layout.inner_shape) { None } else { old_chunk(lin) };
-            let prev_value = prev.map(|b| BytesValue::new(key, b));
-            let new =
-                self.inner.write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty).map_err(|e| e.with_key(key))?;
-            Ok((lin, new.map(Encoded::into_vec)))
-        })?;
-        let old = old_bytes.as_deref().zip(old_index.as_deref());
-        layout.rebuild(old, changes)
-    }
-
-    /// A shard without any inner chunk (only its index).
-    ///
-    /// # Errors
-    /// Returns an error if the index cannot be encoded.
-    pub fn empty_shard(&self) -> Result<Vec<u8>> {
-        self.layout.empty_shard()
-    }
-}
-
-type CacheKey = (Fingerprint, u64, bool);
-
-/// A cache of decoded shard indexes, keyed by the stored shard's fingerprint (so a changed or
-/// rewritten shard is never served a stale index), bounded in bytes.
-pub struct IndexCache {
-    state: Mutex<CacheState>,
-}
-
-struct CacheState {
-    map: HashMap<CacheKey, (Arc<Vec<u64>>, u64)>,
-    bytes: usize,
-    budget: usize,
-    tick: u64,
-}
-
-impl IndexCache {
-    /// A cache holding at most `budget` bytes of indexes (0 disables caching).
-    #[must_use]
-    pub fn new(budget: usize) -> Self {
-        Self { state: Mutex::new(CacheState { map: HashMap::new(), bytes: 0, budget, tick: 0 }) }
-    }
-
-    /// Change the budget (0 disables caching and empties the cache).
-    pub fn set_budget(&self, budget: usize) {
-        let mut s = self.lock();
-        s.budget = budget;
-        if budget == 0 {
-            s.map.clear();
-            s.bytes = 0;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<Vec<u64>>> {
-        let mut s = self.lock();
-        s.tick += 1;
-        let tick = s.tick;
-        s.map.get_mut(key).map(|e| {
-            e.1 = tick;
-            e.0.clone()
-        })
-    }
-
-    pub(crate) fn insert(&self, key: CacheKey, value: Arc<Vec<u64>>) {
-        let mut s = self.lock();
-        let size = value.len() * 8 + 64;
-        if size > s.budget / 4 {
-            return;
-        }
-        s.tick += 1;
-        let tick = s.tick;
-        if let Some(old) = s.map.insert(key, (value, tick)) {
-            s.bytes -= old.0.len() * 8 + 64;
-        }
-        s.bytes += size;
-        if s.bytes > s.budget {
-            // Evict the least recently used half.
-            let mut ticks: Vec<u64> = s.map.values().map(|e| e.1).collect();
-            ticks.sort_unstable();
-            let cutoff = ticks[ticks.len() / 2];
-            s.map.retain(|_, e| e.1 > cutoff);
-            s.bytes = s.map.values().map(|e| e.0.len() * 8 + 64).sum();
-        }
-    }
-
-    /// Number of cached indexes.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.lock().map.len()
-    }
-
-    /// Whether the cache is empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::codecs_from_json;
-    use crate::selection::DimSel;
-
-    fn plan(inner: &str, loc: &str) -> CodecPlan {
-        let json = format!(
-            r#"[{{"name":"sharding_indexed","configuration":{{"chunk_shape":[2,3],"codecs":{inner},"index_codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}},{{"name":"crc32c"}}],"index_location":"{loc}"}}}}]"#
-        );
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let repr = ArrayRepr { shape: vec![4, 6], data_type: zarrs::array::data_type::uint16(), fill_value: FillValue::from(7u16) };
-        CodecPlan::new(&codecs_from_json(&v).unwrap(), repr, &EngineOptions::default()).unwrap()
-    }
-
-    #[test]
-    fn write_orders_match_zarr_python() {
-        // zarr-python's orders for a (3, 2) grid of inner chunks, as C-order linear indices;
-        // Morton: bits interleaved with dimension 0 lowest, (3, 2) clipped out of the 4 x 2 curve.
-        let grid = [3, 2];
-        let lin = |c: &[(u64, u64)]| c.iter().map(|&(a, b)| c_linear(&[a, b], &grid)).collect::<Vec<_>>();
-        assert_eq!(WriteOrder::Morton.permutation(&grid), lin(&[(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (2, 1)]));
-        assert_eq!(WriteOrder::Lexicographic.permutation(&grid), lin(&[(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]));
-        assert_eq!(WriteOrder::Colexicographic.permutation(&grid), lin(&[(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]));
-        assert_eq!(WriteOrder::parse("unordered").unwrap(), WriteOrder::Lexicographic);
-        assert!(WriteOrder::parse("hilbert").is_err());
-        // Every order is a permutation, also for grids with singleton and uneven dimensions.
-        for grid in [vec![1u64], vec![5, 1, 3], vec![7, 9], vec![2, 2, 2, 2]] {
-            for order in [WriteOrder::Morton, WriteOrder::Lexicographic, WriteOrder::Colexicographic] {
-                let mut p = order.permutation(&grid);
-                p.sort_unstable();
-                assert_eq!(p, (0..grid.iter().product::<u64>() as usize).collect::<Vec<_>>());
-            }
-        }
-    }
-
-    fn as_bytes(v: &[u16]) -> Vec<u8> {
-        v.iter().flat_map(|x| x.to_ne_bytes()).collect()
-    }
-
-    #[test]
-    fn write_read_partial() {
-        for loc in ["start", "end"] {
-            for inner in [
-                r#"[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd","configuration":{"level":1,"checksum":false}}]"#,
-                r#"[{"name":"sharding_indexed","configuration":{"chunk_shape":[1,3],"codecs":[{"name":"bytes","configuration":{"endian":"little"}}]}}]"#,
-            ] {
-                let p = plan(inner, loc);
-                let full: Vec<u16> = (0..24).collect();
-                let full_b = as_bytes(&full);
-                let view = RawView::c_order_const(&full_b, &[4, 6], 2);
-                let sel = Selection::whole(&[4, 6], &[0, 0]);
-                let shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap().into_vec();
-                // Partial write of one element, the rest must be unchanged.
-                let one = Selection::Orthogonal { chunk: vec![DimSel::range(3, 1), DimSel::range(5, 1)], out: vec![None, None] };
-                let shard2 = p
-                    .write_from(Some(&BytesValue::new("k", &shard)), &one, &ValueSource::Scalar(&99u16.to_ne_bytes()), false)
-                    .unwrap()
-                    .unwrap()
-                    .into_vec();
-                let mut got = vec![0u8; 48];
-                let out = RawView::c_order(&mut got, &[4, 6], 2);
-                p.read_into(&BytesValue::new("k", &shard2), &sel, &out, 0, None).unwrap();
-                let mut want = full.clone();
-                want[23] = 99;
-                assert_eq!(got, as_bytes(&want));
-                // All-fill write deletes the shard.
-                let gone = p.write_from(None, &sel, &ValueSource::Scalar(&7u16.to_ne_bytes()), false).unwrap();
-                assert!(gone.is_none());
-            }
-        }
-    }
-
-    #[test]
-    fn corrupt_shard_is_an_error() {
-        let p = plan(r#"[{"name":"bytes","configuration":{"endian":"little"}}]"#, "end");
-        let sel = Selection::whole(&[4, 6], &[0, 0]);
-        let mut got = vec![0u8; 48];
-        let out = RawView::c_order(&mut got, &[4, 6], 2);
-        assert!(matches!(p.read_into(&BytesValue::new("k", &[1, 2, 3]), &sel, &out, 0, None), Err(Error::Decode { .. })));
-        let data = as_bytes(&(0..24).collect::<Vec<_>>());
-        let view = RawView::c_order_const(&data, &[4, 6], 2);
-        let mut shard = p.write_from(None, &sel, &ValueSource::Array { view: &view, swap: 0 }, false).unwrap().unwrap().into_vec();
-        let n = shard.len();
-        shard[n - 10] ^= 1;
-        assert!(matches!(p.read_into(&BytesValue::new("k", &shard), &sel, &out, 0, None), Err(Error::Decode { .. })));
     }
 }

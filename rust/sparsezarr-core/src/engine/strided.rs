@@ -9,8 +9,8 @@
 
 use std::marker::PhantomData;
 
+use crate::engine::selection::{DimSel, Selection};
 use crate::error::{Error, Result};
-use crate::selection::{DimSel, Selection};
 
 /// N-dimensional memory borrowed for `'a`: base pointer, shape, strides in bytes, element size,
 /// and whether it may be written.
@@ -344,7 +344,7 @@ fn chunk_extent(sel: &Selection) -> Vec<u64> {
 }
 
 /// Check the output side of runs against a one-dimensional view.
-fn check_runs_out(runs: &[crate::selection::Run], view: &RawView) -> Result<()> {
+fn check_runs_out(runs: &[crate::engine::selection::Run], view: &RawView) -> Result<()> {
     if view.shape.len() != 1 {
         return Err(Error::Selection("a run selection needs a one-dimensional array".into()));
     }
@@ -662,7 +662,13 @@ mod tests {
         let sel = Selection::Points { coords: vec![vec![2, 0, 1], vec![3, 1, 0]], out: DimSel::List(vec![4, 0, 2]) };
         copy_selection(&cv, &RawView::c_order(&mut out, &[5], 1), &sel, Direction::ChunkToOut, 0).unwrap();
         assert_eq!(out, vec![1, 0, 4, 0, 11]);
-        fill_selection(&RawView::c_order(&mut out, &[5], 1), &Selection::Points { coords: vec![vec![0], vec![0]], out: DimSel::List(vec![1]) }, &[9], false).unwrap();
+        fill_selection(
+            &RawView::c_order(&mut out, &[5], 1),
+            &Selection::Points { coords: vec![vec![0], vec![0]], out: DimSel::List(vec![1]) },
+            &[9],
+            false,
+        )
+        .unwrap();
         assert_eq!(out[1], 9);
         let mut buf = vec![0u8; 8];
         fill_buffer(&mut buf, &[1, 2]);

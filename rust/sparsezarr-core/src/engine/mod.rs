@@ -9,6 +9,16 @@
 //! A failure while reading an existing chunk or encoding (corrupt data, bad input) therefore
 //! changes nothing; each stored chunk is replaced atomically.
 
+pub mod bytes_chain;
+pub mod codec;
+pub mod index_cache;
+pub mod repr;
+pub mod selection;
+pub mod shard_index;
+#[cfg(test)]
+mod sharding_tests;
+pub mod strided;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -16,13 +26,13 @@ use rayon::prelude::*;
 use zarrs::array::{Array, ArrayMetadata, CodecMetadataOptions, DataType, FillValue};
 use zarrs::metadata::v3::MetadataV3;
 
-use crate::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource};
+use crate::engine::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource};
+use crate::engine::index_cache::IndexCache;
+use crate::engine::selection::Selection;
+use crate::engine::strided::{RawView, byteswap, fill_selection};
 use crate::error::{Error, Result};
 use crate::runtime::run_in_pool;
-use crate::selection::Selection;
-use crate::sharding::IndexCache;
-use crate::store::ChunkStore;
-use crate::strided::{RawView, byteswap, fill_selection};
+use crate::store::{Prefetched, Store, WriteMode};
 
 /// Best times of encoding and decoding a set of chunks in memory (see [`ArrayEngine::codec_bound`]).
 #[derive(Debug, Clone, Copy)]
@@ -201,12 +211,14 @@ impl ArrayEngine {
     ///
     /// # Errors
     /// Returns the first error met (a corrupt chunk names its key).
-    pub fn read(&self, store: &dyn ChunkStore, requests: &[ChunkRequest], out: &RawView, swap: usize) -> Result<Vec<bool>> {
+    pub fn read(&self, store: &dyn Store, requests: &[ChunkRequest], out: &RawView, swap: usize) -> Result<Vec<bool>> {
         let mut fill = self.fill_bytes().to_vec();
         byteswap(&mut fill, swap);
         let cache = shared_index_cache();
+        let prefetched = Prefetched::if_needed(store, requests.iter().map(|r| r.key.as_str()))?;
+        let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         let one = |r: &ChunkRequest| -> Result<bool> {
-            match store.open(&r.key)? {
+            match store.open(&r.key, self.plan.first_read())? {
                 None => {
                     fill_selection(out, &r.selection, &fill, false)?;
                     Ok(false)
@@ -234,18 +246,20 @@ impl ArrayEngine {
     /// # Errors
     /// Returns [`Error::ReadOnly`] for read-only stores (before anything is written), or the first
     /// error met.
-    pub fn write(&self, store: &dyn ChunkStore, requests: &[ChunkRequest], src: &ValueSource<'_>, write_empty: bool) -> Result<()> {
+    pub fn write(&self, store: &dyn Store, requests: &[ChunkRequest], src: &ValueSource<'_>, write_empty: bool) -> Result<()> {
         if store.read_only() {
             return Err(Error::ReadOnly(requests.first().map_or_else(String::new, |r| r.key.clone())));
         }
+        let prefetched = Prefetched::if_needed(store, requests.iter().filter(|r| !r.complete).map(|r| r.key.as_str()))?;
+        let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         let encode = |r: &ChunkRequest| -> Result<Option<Encoded>> {
-            let existing = if r.complete { None } else { store.open(&r.key)? };
+            let existing = if r.complete { None } else { store.open(&r.key, self.plan.first_read())? };
             self.plan.write_from(existing.as_deref(), &r.selection, src, write_empty).map_err(|e| e.with_key(&r.key))
         };
         let store_one = |key: &str, new: Option<Encoded>| -> Result<()> {
             match new {
-                Some(bytes) => store.set_encoded(key, bytes),
-                None => store.erase(key),
+                Some(bytes) => store.put(key, bytes, WriteMode::Overwrite).map(drop),
+                None => store.delete(key),
             }
         };
         let (partial, complete): (Vec<&ChunkRequest>, Vec<&ChunkRequest>) = requests.iter().partition(|r| !r.complete);
@@ -336,7 +350,7 @@ impl ArrayEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selection::DimSel;
+    use crate::engine::selection::DimSel;
     use crate::store::FsStore;
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use zarrs::array::{BytesRepresentation, BytesToBytesCodecTraits, Codec, CodecOptions};
 use zarrs::metadata::v3::MetadataV3;
 
-use crate::codec::{EngineOptions, codec_err};
+use crate::engine::repr::{EngineOptions, codec_err};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]

@@ -3,80 +3,27 @@
 //! A [`CodecPlan`] is built once per array from its codec metadata and turns stored bytes into
 //! chunk elements and back. Codecs on the hot path run natively with reused per-thread contexts
 //! (`bytes` in native byte order, `zstd`, `crc32c`) and `sharding_indexed` is the engine's own
-//! (see [`crate::sharding`]); every other codec zarrs implements (blosc, gzip, zlib, bz2,
+//! (see [`crate::engine::shard_index`]); every other codec zarrs implements (blosc, gzip, zlib, bz2,
 //! transpose, bitround, fletcher32, ...) runs through zarrs' codec traits.
 
 use std::borrow::Cow;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use zarrs::array::{ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits, BytesRepresentation, Codec, CodecOptions, DataType, FillValue};
+use zarrs::array::{ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits, BytesRepresentation, Codec, CodecOptions};
 pub use zarrs::metadata::v3::MetadataV3;
-use zarrs::plugin::ExtensionName;
 
-use crate::bytes_chain::{BytesChain, with_scratch};
+use crate::engine::bytes_chain::{BytesChain, with_scratch};
+use crate::engine::index_cache::IndexCache;
+use crate::engine::repr::codec_err;
+pub use crate::engine::repr::{ArrayRepr, EngineOptions, codecs_from_json, data_type_name};
+use crate::engine::selection::Selection;
+use crate::engine::shard_index::{IndexCodec, ShardLayout};
+use crate::engine::strided::{Direction, RawView, byteswap, copy_selection, fill_buffer, fill_selection};
 use crate::error::{Error, Result};
-use crate::selection::Selection;
-use crate::sharding::ShardingPlan;
-use crate::store::{BytesValue, ValueReader};
-use crate::strided::{Direction, RawView, copy_selection, fill_buffer};
-
-/// Options that affect decoding and encoding.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// Verify checksums (crc32c and others) when decoding.
-    pub validate_checksums: bool,
-    /// Largest gap (bytes) between two inner chunks of a shard read with one request.
-    pub coalesce_max_gap: u64,
-    /// Largest size (bytes) of one coalesced request.
-    pub coalesce_max_bytes: u64,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self { validate_checksums: true, coalesce_max_gap: 1 << 16, coalesce_max_bytes: 16 << 20 }
-    }
-}
-
-/// Shape, data type and fill value of a chunk at one stage of a codec chain.
-#[derive(Debug, Clone)]
-pub struct ArrayRepr {
-    /// Chunk shape.
-    pub shape: Vec<u64>,
-    /// Data type.
-    pub data_type: DataType,
-    /// Fill value.
-    pub fill_value: FillValue,
-}
-
-impl ArrayRepr {
-    /// Element size in bytes.
-    ///
-    /// # Errors
-    /// Returns [`Error::Unsupported`] for variable-size data types.
-    pub fn elem_size(&self) -> Result<usize> {
-        self.data_type.fixed_size().ok_or_else(|| Error::Unsupported(format!("variable-size data type {}", self.data_type)))
-    }
-
-    /// Number of elements.
-    #[must_use]
-    pub fn num_elements(&self) -> u64 {
-        self.shape.iter().product()
-    }
-
-    /// Size of the decoded chunk in bytes.
-    ///
-    /// # Errors
-    /// Returns [`Error::Unsupported`] for variable-size data types.
-    pub fn num_bytes(&self) -> Result<usize> {
-        usize::try_from(self.num_elements() * self.elem_size()? as u64)
-            .map_err(|_| Error::InvalidArgument("chunk too large for this platform".into()))
-    }
-
-    fn nz_shape(&self) -> Result<Vec<NonZeroU64>> {
-        self.shape.iter().map(|&n| NonZeroU64::new(n).ok_or_else(|| Error::InvalidMetadata("chunk shape has a zero dimension".into()))).collect()
-    }
-}
+use crate::runtime::try_map;
+pub use crate::store::Encoded;
+use crate::store::{ByteRange, BytesValue, ValueReader};
 
 #[derive(Debug)]
 struct A2AStage {
@@ -110,10 +57,6 @@ pub struct CodecPlan {
     b2b: BytesChain,
     codec_options: CodecOptions,
     options: EngineOptions,
-}
-
-pub(crate) fn codec_err(e: impl std::fmt::Display) -> Error {
-    Error::decode("", e)
 }
 
 fn is_native_endian(config: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
@@ -221,6 +164,13 @@ impl CodecPlan {
         }
     }
 
+    /// What to read when opening a stored chunk: a shard's index (so that a remote store fetches
+    /// it with the request that opens the shard), or the whole chunk.
+    #[must_use]
+    pub fn first_read(&self) -> ByteRange {
+        self.as_sharding().map_or(ByteRange::All, |s| s.layout().index_byte_range())
+    }
+
     /// Encoded size for a fixed-size chain (no compression), if it is fixed.
     #[must_use]
     pub fn fixed_encoded_size(&self) -> Option<u64> {
@@ -311,14 +261,7 @@ impl CodecPlan {
     ///
     /// # Errors
     /// Returns an error if the value is corrupt or the selection does not fit.
-    pub fn read_into(
-        &self,
-        value: &dyn ValueReader,
-        sel: &Selection,
-        out: &RawView,
-        swap: usize,
-        cache: Option<&crate::sharding::IndexCache>,
-    ) -> Result<()> {
+    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&IndexCache>) -> Result<()> {
         if let Some(plan) = self.as_sharding() {
             return plan.read_into(value, sel, out, swap, cache);
         }
@@ -429,56 +372,6 @@ fn a2b_needs_fixed(stage: &A2BStage) -> bool {
     matches!(stage, A2BStage::NativeBytes | A2BStage::Sharding(_))
 }
 
-/// The encoded bytes of one stored value, possibly in pieces (a shard's index and its inner
-/// chunks) that a store can write without concatenating them first.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Encoded(Vec<Vec<u8>>);
-
-impl Encoded {
-    /// One contiguous piece.
-    #[must_use]
-    pub fn single(bytes: Vec<u8>) -> Self {
-        Self(vec![bytes])
-    }
-
-    /// Several pieces, stored back to back.
-    #[must_use]
-    pub fn from_parts(parts: Vec<Vec<u8>>) -> Self {
-        Self(parts)
-    }
-
-    /// The pieces.
-    #[must_use]
-    pub fn parts(&self) -> &[Vec<u8>] {
-        &self.0
-    }
-
-    /// Total size in bytes.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.0.iter().map(Vec::len).sum()
-    }
-
-    /// Whether there are no bytes.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The bytes as one vector (no copy for a single piece).
-    #[must_use]
-    pub fn into_vec(mut self) -> Vec<u8> {
-        if self.0.len() == 1 {
-            return self.0.pop().unwrap_or_default();
-        }
-        let mut out = Vec::with_capacity(self.len());
-        for p in &self.0 {
-            out.extend_from_slice(p);
-        }
-        out
-    }
-}
-
 /// Where written elements come from.
 pub enum ValueSource<'a> {
     /// An array (the output-side selection indexes it), with a byte-swap unit (0 = native).
@@ -500,27 +393,163 @@ impl ValueSource<'_> {
     pub fn copy_into(&self, chunk: &RawView, sel: &Selection) -> Result<()> {
         match self {
             Self::Array { view, swap } => copy_selection(chunk, view, sel, Direction::OutToChunk, *swap),
-            Self::Scalar(elem) => crate::strided::fill_selection(chunk, sel, elem, true),
+            Self::Scalar(elem) => crate::engine::strided::fill_selection(chunk, sel, elem, true),
         }
     }
 }
 
-/// Build codec metadata from a JSON list (`[{"name": ..., "configuration": ...}, ...]`).
-///
-/// # Errors
-/// Returns [`Error::InvalidMetadata`] if the JSON is not a codec list.
-pub fn codecs_from_json(value: &serde_json::Value) -> Result<Vec<MetadataV3>> {
-    serde_json::from_value(value.clone()).map_err(|e| Error::InvalidMetadata(format!("codec list: {e}")))
+impl IndexCodec for CodecPlan {
+    fn fixed_encoded_size(&self) -> Option<u64> {
+        CodecPlan::fixed_encoded_size(self)
+    }
+
+    fn decode_index(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.decode(Cow::Borrowed(bytes))?.into_owned())
+    }
+
+    fn encode_index(&self, raw: Vec<u8>) -> Result<Vec<u8>> {
+        self.encode(Cow::Owned(raw))
+    }
 }
 
-/// The v3 name of a data type (e.g. `float32`).
-#[must_use]
-pub fn data_type_name(dt: &DataType) -> String {
-    dt.name_v3().map_or_else(|| dt.to_string(), |n| n.into_owned())
+/// The [`IndexCodec`] for a shard index codec chain other than the native one (passed to
+/// [`ShardLayout::new`] by every user of shards, dense or sparse).
+///
+/// # Errors
+/// Returns [`Error::Unsupported`] for codecs the engine cannot run.
+pub fn index_codec(codecs: &[MetadataV3], repr: ArrayRepr, options: &EngineOptions) -> Result<Box<dyn IndexCodec>> {
+    Ok(Box::new(CodecPlan::new(codecs, repr, options)?))
+}
+
+/// A `sharding_indexed` codec bound to one shard representation (dense inner chunks).
+#[derive(Debug)]
+pub struct ShardingPlan {
+    shard: ArrayRepr,
+    layout: ShardLayout,
+    inner: CodecPlan,
+}
+
+impl ShardingPlan {
+    /// Build from `sharding_indexed` metadata for shards of `shard`.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidMetadata`] for malformed configurations and
+    /// [`Error::Unsupported`] for inner codecs the engine cannot run.
+    pub fn new(meta: &MetadataV3, shard: ArrayRepr, options: &EngineOptions) -> Result<Self> {
+        let (layout, codecs) = ShardLayout::new(meta, &shard.shape, options, index_codec)?;
+        let inner_repr = ArrayRepr { shape: layout.inner_shape().to_vec(), data_type: shard.data_type.clone(), fill_value: shard.fill_value.clone() };
+        let inner = CodecPlan::new(&codecs, inner_repr, options)?;
+        Ok(Self { shard, layout, inner })
+    }
+
+    /// Inner chunk shape.
+    #[must_use]
+    pub fn inner_shape(&self) -> &[u64] {
+        self.layout.inner_shape()
+    }
+
+    /// The inner chunks' codec plan.
+    #[must_use]
+    pub fn inner(&self) -> &CodecPlan {
+        &self.inner
+    }
+
+    /// The shard layout.
+    #[must_use]
+    pub fn layout(&self) -> &ShardLayout {
+        &self.layout
+    }
+
+    /// Read the elements `sel` names from the shard `value` into `out`.
+    ///
+    /// # Errors
+    /// Returns an error if the shard is corrupt or the selection does not fit.
+    pub fn read_into(&self, value: &dyn ValueReader, sel: &Selection, out: &RawView, swap: usize, cache: Option<&IndexCache>) -> Result<()> {
+        let layout = &self.layout;
+        let parts = sel.partition(layout.inner_shape());
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut fill = self.shard.fill_value.as_ne_bytes().to_vec();
+        byteswap(&mut fill, swap);
+        let key = value.key();
+        // Everything (or nearly) is needed, or the value is in memory anyway: take it whole.
+        let whole: Option<Cow<'_, [u8]>> = if parts.len() * 2 > layout.n_inner() || value.resident() { Some(value.read_all()?) } else { None };
+        let index: Arc<Vec<u64>> = match &whole {
+            Some(bytes) => Arc::new(layout.index_from_bytes(key, bytes)?),
+            None => layout.load_index(value, cache)?,
+        };
+        let wanted: Vec<(usize, Selection)> = parts.into_iter().map(|(coords, sub)| (layout.linear(&coords), sub)).collect();
+        layout.for_each_inner(
+            value,
+            whole.as_deref(),
+            &index,
+            &wanted,
+            |sub, bytes| {
+                let v = BytesValue::new(key, bytes);
+                self.inner.read_into(&v, sub, out, swap, None).map_err(|e| e.with_key(key))
+            },
+            |sub| fill_selection(out, sub, &fill, false),
+        )
+    }
+
+    /// The new stored bytes of a shard after writing `src` into the elements `sel` names, or
+    /// `None` if the shard ends up without any inner chunk (it should be deleted).
+    ///
+    /// Inner chunks the selection does not touch keep their stored bytes; only touched inner
+    /// chunks are decoded (if partially written) and re-encoded.
+    ///
+    /// # Errors
+    /// Returns an error if the existing shard is corrupt or encoding fails.
+    pub fn write_from(
+        &self,
+        existing: Option<&dyn ValueReader>,
+        sel: &Selection,
+        src: &ValueSource<'_>,
+        write_empty: bool,
+    ) -> Result<Option<Encoded>> {
+        let layout = &self.layout;
+        let parts = sel.partition(layout.inner_shape());
+        let covers = sel.covers(&self.shard.shape);
+        let old_bytes: Option<Cow<'_, [u8]>> = match existing {
+            Some(v) if !covers => Some(v.read_all()?),
+            _ => None,
+        };
+        let key = existing.map_or("", |v| v.key());
+        let old_index = match &old_bytes {
+            Some(b) => Some(layout.index_from_bytes(key, b)?),
+            None => None,
+        };
+        let old_chunk = |lin: usize| -> Option<&[u8]> {
+            let (b, idx) = (old_bytes.as_deref()?, old_index.as_ref()?);
+            #[allow(clippy::cast_possible_truncation)]
+            ShardLayout::entry(idx, lin).map(|(off, n)| &b[off as usize..(off + n) as usize])
+        };
+        let changes: Vec<(usize, Option<Vec<u8>>)> = try_map(&parts, |(coords, sub)| {
+            let lin = layout.linear(coords);
+            let prev = if sub.covers(layout.inner_shape()) { None } else { old_chunk(lin) };
+            let prev_value = prev.map(|b| BytesValue::new(key, b));
+            let new =
+                self.inner.write_from(prev_value.as_ref().map(|v| v as &dyn ValueReader), sub, src, write_empty).map_err(|e| e.with_key(key))?;
+            Ok((lin, new.map(Encoded::into_vec)))
+        })?;
+        let old = old_bytes.as_deref().zip(old_index.as_deref());
+        layout.rebuild(old, changes)
+    }
+
+    /// A shard without any inner chunk (only its index).
+    ///
+    /// # Errors
+    /// Returns an error if the index cannot be encoded.
+    pub fn empty_shard(&self) -> Result<Vec<u8>> {
+        self.layout.empty_shard()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use zarrs::array::FillValue;
+
     use super::*;
 
     fn f32_repr(shape: &[u64]) -> ArrayRepr {

@@ -1,0 +1,85 @@
+//! What a codec chain works on: a chunk's representation, the engine's options, and codec
+//! metadata parsing shared by the dense and sparse engines.
+
+use std::num::NonZeroU64;
+
+use zarrs::array::{DataType, FillValue};
+use zarrs::metadata::v3::MetadataV3;
+
+use crate::error::{Error, Result};
+
+/// Options that affect decoding and encoding.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Verify checksums (crc32c and others) when decoding.
+    pub validate_checksums: bool,
+    /// Largest gap (bytes) between two inner chunks of a shard read with one request.
+    pub coalesce_max_gap: u64,
+    /// Largest size (bytes) of one coalesced request.
+    pub coalesce_max_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { validate_checksums: true, coalesce_max_gap: 1 << 16, coalesce_max_bytes: 16 << 20 }
+    }
+}
+
+/// Shape, data type and fill value of a chunk at one stage of a codec chain.
+#[derive(Debug, Clone)]
+pub struct ArrayRepr {
+    /// Chunk shape.
+    pub shape: Vec<u64>,
+    /// Data type.
+    pub data_type: DataType,
+    /// Fill value.
+    pub fill_value: FillValue,
+}
+
+impl ArrayRepr {
+    /// Element size in bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for variable-size data types.
+    pub fn elem_size(&self) -> Result<usize> {
+        self.data_type.fixed_size().ok_or_else(|| Error::Unsupported(format!("variable-size data type {}", self.data_type)))
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn num_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Size of the decoded chunk in bytes.
+    ///
+    /// # Errors
+    /// Returns [`Error::Unsupported`] for variable-size data types.
+    pub fn num_bytes(&self) -> Result<usize> {
+        usize::try_from(self.num_elements() * self.elem_size()? as u64)
+            .map_err(|_| Error::InvalidArgument("chunk too large for this platform".into()))
+    }
+
+    pub(crate) fn nz_shape(&self) -> Result<Vec<NonZeroU64>> {
+        self.shape.iter().map(|&n| NonZeroU64::new(n).ok_or_else(|| Error::InvalidMetadata("chunk shape has a zero dimension".into()))).collect()
+    }
+}
+
+/// A decode error from a codec (the key is attached by the caller).
+pub(crate) fn codec_err(e: impl std::fmt::Display) -> Error {
+    Error::decode("", e)
+}
+
+/// Build codec metadata from a JSON list (`[{"name": ..., "configuration": ...}, ...]`).
+///
+/// # Errors
+/// Returns [`Error::InvalidMetadata`] if the JSON is not a codec list.
+pub fn codecs_from_json(value: &serde_json::Value) -> Result<Vec<MetadataV3>> {
+    serde_json::from_value(value.clone()).map_err(|e| Error::InvalidMetadata(format!("codec list: {e}")))
+}
+
+/// The v3 name of a data type (e.g. `float32`).
+#[must_use]
+pub fn data_type_name(dt: &DataType) -> String {
+    dt.name_v3().map_or_else(|| dt.to_string(), |n| n.into_owned())
+}

@@ -78,7 +78,11 @@ def render(results: dict) -> str:
         # "secs": a time measured by the benchmark itself (e.g. inside another process)
         secs = float(info["secs"]) if "secs" in info else b["stats"]["min"]
         rows[case][tool] = (secs, int(info.get("bytes", 0)), int(info.get("cells", 0)))
-    tools = [t for t in ("zarr", "zarr-fused", "zarrs", "anndata+zarr", "anndata+zarrs", "dense+zarrs", "annbatch", "direct", OURS, "rust in memory") if any(t in r for r in rows.values())]
+    tools = [
+        t
+        for t in ("zarr", "zarr-fused", "zarrs", "anndata+zarr", "anndata+zarrs", "dense+zarrs", "annbatch", "direct", OURS, "rust in memory")
+        if any(t in r for r in rows.values())
+    ]
     tools += sorted({t for r in rows.values() for t in r} - set(tools))
     others = [t for t in tools if t not in (OURS, "rust in memory")]
     head = "| case | " + " | ".join(tools) + " | " + " | ".join(f"{OURS} vs {t}" for t in others) + " |"
@@ -126,7 +130,9 @@ def render(results: dict) -> str:
                 ratio = f"{i['stored_bytes'] / ref:.2f}x" if ref else ""
                 lines.append(f"| {i.get('label', i['pipeline'])} | {i['stored_bytes'] / 1e6:.1f} MB | {ratio} |")
     machine = results.get("machine_info", {})
-    footer = f"\n\nMachine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, {os.cpu_count()} cores, Python {platform.python_version()}."
+    footer = (
+        f"\n\nMachine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, {os.cpu_count()} cores, Python {platform.python_version()}."
+    )
     return "\n".join(lines) + ("\n\n" + "\n".join(bound_lines) if bound_lines else "") + footer
 
 

@@ -53,7 +53,10 @@ def workdir():
 
 
 def _pipeline_params():
-    return [pytest.param(p, marks=pytest.mark.skipif(not pipeline_available(p), reason=f"{p} is not available with this zarr / these packages")) for p in PIPELINES]
+    return [
+        pytest.param(p, marks=pytest.mark.skipif(not pipeline_available(p), reason=f"{p} is not available with this zarr / these packages"))
+        for p in PIPELINES
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +207,18 @@ def test_raw_codec_bound(benchmark, data, dataset, layout):
 
     c = LAYOUTS[layout]["chunks"][0]
     chunks = data.reshape(N // c, c, N // c, c).transpose(0, 2, 1, 3).reshape(-1, c * c).copy().view(np.uint8)
-    codecs = json.dumps([{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd", "configuration": {"level": 1, "checksum": False}}])
+    codecs = json.dumps(
+        [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd", "configuration": {"level": 1, "checksum": False}}]
+    )
     engine = _lib.ArrayEngine.from_parts(codecs, [c, c], '"float32"', bytes(4))
     enc, dec, nbytes = engine.codec_bound(chunks, rounds=5)
     # Recorded as two pseudo-benchmarks (the timing happens in Rust).
     benchmark.pedantic(lambda: None, rounds=1)
-    benchmark.extra_info.update(case=f"{dataset}: raw codec bound ({layout})", pipeline="rust in memory", bytes=data.nbytes, encode_secs=enc, decode_secs=dec, ratio=data.nbytes / nbytes)
+    benchmark.extra_info.update(
+        case=f"{dataset}: raw codec bound ({layout})",
+        pipeline="rust in memory",
+        bytes=data.nbytes,
+        encode_secs=enc,
+        decode_secs=dec,
+        ratio=data.nbytes / nbytes,
+    )

@@ -42,9 +42,8 @@ import scipy.sparse as sp
 import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import cell_matrix  # noqa: E402
-
-import sparsezarr  # noqa: E402
+import sparsezarr
+from _data import cell_matrix
 
 PIPELINES = {"anndata+zarrs": "zarrs.ZarrsCodecPipeline", "anndata+zarr": "zarr.core.codec_pipeline.BatchedCodecPipeline"}
 ZARRS = PIPELINES["anndata+zarrs"]
@@ -222,6 +221,7 @@ def test_read(benchmark, matrix, stores, tool, store, op):
 
 LOADER_CONFIGS = {"64-row blocks, 256 per fetch": (64, 256), "512-row blocks, 32 per fetch": (512, 32)}
 BATCH = 4096
+
 
 @pytest.mark.parametrize("config", list(LOADER_CONFIGS))
 @pytest.mark.parametrize("tool", ["sparsezarr", "annbatch"])

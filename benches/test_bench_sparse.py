@@ -38,7 +38,7 @@ import pytest
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import cell_matrix  # noqa: E402
+from _data import cell_matrix
 
 CHUNKS = (4096, 256)
 SHARDS = (16384, 2048)
@@ -119,11 +119,7 @@ READERS = {
         "1000 x 1000 block": "out = x[BLOCK]",
     },
     "dense+zarrs": {
-        "open": (
-            "import zarr, zarrs\n"
-            "zarr.config.set({'codec_pipeline.path': 'zarrs.ZarrsCodecPipeline'})\n"
-            "x = zarr.open_array(PATH, mode='r')"
-        ),
+        "open": ("import zarr, zarrs\nzarr.config.set({'codec_pipeline.path': 'zarrs.ZarrsCodecPipeline'})\nx = zarr.open_array(PATH, mode='r')"),
         "full read": "out = x[:]",
         "one gene": "out = x[:, GENE]",
         "100 random genes": "out = x.oindex[:, GENES]",
@@ -232,7 +228,12 @@ def peak_memory(tool, op, path, genes) -> int:
     """Peak resident-set growth of one read, in a fresh process, after a warm-up read of a
     different region (a different gene, block or gene set; one gene before a full read)."""
     ns = _probe_ns(path, GENE, genes, BLOCK)
-    warm = _probe_ns(path, GENE + 4000, np.sort((genes + 57) % 20_000), (slice(BLOCK[0].start + 20_000, BLOCK[0].stop + 20_000), slice(BLOCK[1].start - 5_000, BLOCK[1].stop - 5_000)))
+    warm = _probe_ns(
+        path,
+        GENE + 4000,
+        np.sort((genes + 57) % 20_000),
+        (slice(BLOCK[0].start + 20_000, BLOCK[0].stop + 20_000), slice(BLOCK[1].start - 5_000, BLOCK[1].stop - 5_000)),
+    )
     warm_op = READERS[tool]["one gene" if op == "full read" else op]
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps(ns), json.dumps(warm), READERS[tool]["open"], warm_op, READERS[tool][op]],

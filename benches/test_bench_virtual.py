@@ -33,9 +33,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import cell_matrix  # noqa: E402
-
-import sparsezarr  # noqa: E402
+import sparsezarr
+from _data import cell_matrix
 
 ROWS, COLS, PARTS = 8192, 4096, 8
 REGION = (slice(1000, 4000), slice(500, 3500))
@@ -83,7 +82,9 @@ def test_dense_view(benchmark, dense, workdir, tool, case):
         run = lambda: _read_direct(workdir, key)  # noqa: E731
     else:
         ts = pytest.importorskip("tensorstore")
-        layers = [ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(workdir / "parts" / f"p{i}")}}).result() for i in range(PARTS)]
+        layers = [
+            ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(workdir / "parts" / f"p{i}")}}).result() for i in range(PARTS)
+        ]
         tview = ts.concat(layers, axis=0)
         run = lambda: tview[key].read().result()  # noqa: E731
     out = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
@@ -94,8 +95,14 @@ def test_dense_view(benchmark, dense, workdir, tool, case):
 def test_open_10000_components(benchmark, workdir):
     """Open a saved view of 10,000 components (none exists: opening must not touch them)."""
     nodes = [{"kind": "array", "path": f"sample{i:05d}", "shape": [1000, 20000], "data_type": "float32"} for i in range(10_000)]
-    doc = {"virtual_array_format": 1, "shape": [10_000_000, 20000], "data_type": "float32", "fill_value": 0, "storage": "csr",
-           "source": {"kind": "concat", "axis": 0, "components": nodes}}
+    doc = {
+        "virtual_array_format": 1,
+        "shape": [10_000_000, 20000],
+        "data_type": "float32",
+        "fill_value": 0,
+        "storage": "csr",
+        "source": {"kind": "concat", "axis": 0, "components": nodes},
+    }
     (workdir / "big" / "atlas").mkdir(parents=True)
     (workdir / "big" / "atlas" / "virtual.json").write_text(json.dumps(doc))
     view = benchmark.pedantic(lambda: sparsezarr.open_virtual(workdir / "big" / "atlas"), rounds=10, warmup_rounds=1)
@@ -122,7 +129,9 @@ def test_gather_across_100_stores(benchmark, cell_stores, tool):
     view.read(rows[:10])  # open the components once (their indptr) before timing
     out = benchmark.pedantic(lambda: target.read(rows), rounds=7, warmup_rounds=1)
     assert (out != m[rows]).nnz == 0
-    benchmark.extra_info.update(case="1000 random cells: 100-store view vs one store", pipeline=tool, bytes=int(out.data.nbytes + out.indices.nbytes + out.indptr.nbytes))
+    benchmark.extra_info.update(
+        case="1000 random cells: 100-store view vs one store", pipeline=tool, bytes=int(out.data.nbytes + out.indices.nbytes + out.indptr.nbytes)
+    )
 
 
 def test_open_100_store_view_cold(benchmark, workdir, cell_stores):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import zarr
+
 from _helpers import OURS
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import zarr
-from _helpers import OURS, ZARR_DEFAULT, use_pipeline
 
+from _helpers import OURS, ZARR_DEFAULT, use_pipeline
 from sparsezarr.pipeline import STATS
 
 ad = pytest.importorskip("anndata")

@@ -28,7 +28,7 @@ def test_bench_data_kinds():
     # field = smooth structure + noise, rounded to 0.01
     assert np.abs(field - smooth).mean() == pytest.approx(0.8, abs=0.1)
     assert np.allclose(field * 100, np.round(field * 100), atol=1e-2)
-    assert 0.0 <= rnd.min() and rnd.max() < 1.0
+    assert rnd.min() >= 0.0 and rnd.max() < 1.0
 
 
 def test_bench_cli_output(tmp_path, capsys):
@@ -40,7 +40,7 @@ def test_bench_cli_output(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    "args,message",
     [(["--size", "1000"], "multiple of 1024"), (["--rounds", "0"], "at least 1")],
 )
 def test_bench_cli_bad_arguments(args, message, tmp_path, capsys):

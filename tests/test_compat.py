@@ -11,18 +11,18 @@ import asyncio
 import numpy as np
 import pytest
 import zarr
-from _helpers import OURS, ZARR_DEFAULT, assert_native, pipeline_of, use_pipeline
 from zarr.codecs import BytesCodec, ShardingCodec
 
+from _helpers import OURS, ZARR_DEFAULT, assert_native, pipeline_of, use_pipeline
 from sparsezarr import _compat
 
 
 def test_zarr_version_is_parsed_and_within_the_supported_range():
-    assert _compat.ZARR_VERSION == tuple(int(p) for p in zarr.__version__.split(".")[:2])
+    assert tuple(int(p) for p in zarr.__version__.split(".")[:2]) == _compat.ZARR_VERSION
     assert (3, 1) <= _compat.ZARR_VERSION < (3, 5)
 
 
-@pytest.mark.parametrize(("shards", "expected"), [(None, (10, 20)), ((40, 60), (40, 60))])
+@pytest.mark.parametrize("shards,expected", [(None, (10, 20)), ((40, 60), (40, 60))])
 def test_regular_chunk_shape_is_the_grid_shape(shards, expected):
     a = zarr.create_array(zarr.storage.MemoryStore(), shape=(80, 120), chunks=(10, 20), shards=shards, dtype="f4")
     assert _compat.regular_chunk_shape(a.metadata) == expected

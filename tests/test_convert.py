@@ -18,9 +18,9 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 import zarr
-from _helpers import require_data
 
 import sparsezarr
+from _helpers import require_data
 from sparsezarr.convert import detect_source
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")

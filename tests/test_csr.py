@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
-from _helpers import require_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sparsezarr
-from sparsezarr import csr as csr_mod
+from _helpers import require_data
+from sparsezarr import _lib
 from sparsezarr.errors import CorruptChunkError, MetadataError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -35,9 +35,34 @@ def random_csr(seed: int, shape=(400, 120), density=0.05, dtype=np.float32, empt
     return m
 
 
-def same(a, b) -> bool:
-    a, b = sp.csr_array(a), sp.csr_array(b)
-    return a.shape == b.shape and (a != b).nnz == 0
+def _sorted_within_rows(m) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values with each row's (column's, for CSC) entries ordered by index: a stable
+    sort that keeps duplicates and explicit zeros."""
+    major = np.repeat(np.arange(len(m.indptr) - 1), np.diff(m.indptr))
+    order = np.lexsort((m.indices, major))
+    return m.indices[order], m.data[order]
+
+
+def same(got, want, *, ordered: bool = True) -> bool:
+    """``got`` (what sparsezarr or anndata returned) holds exactly the entries of ``want`` (the
+    reference): same format, shape and value type, the same index pointer, and the same indices and
+    values (explicit zeros and duplicates count). The entries of each row are compared in stored
+    order; ``ordered=False`` compares them sorted by index, for selections after which neither
+    scipy nor sparsezarr promises an order (columns picked in a non-increasing order)."""
+    assert sp.issparse(got), f"expected a scipy.sparse result, got {type(got).__name__}"
+    if not sp.issparse(want):
+        want = sp.csr_array(want)
+    if want.format != got.format:
+        want = want.asformat(got.format)
+    assert got.format in ("csr", "csc"), got.format
+    assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"dtype {got.dtype} != {want.dtype}"
+    np.testing.assert_array_equal(got.indptr, want.indptr, err_msg="indptr")
+    got_indices, got_data = (got.indices, got.data) if ordered else _sorted_within_rows(got)
+    want_indices, want_data = (want.indices, want.data) if ordered else _sorted_within_rows(want)
+    np.testing.assert_array_equal(got_indices, want_indices, err_msg="indices")
+    np.testing.assert_array_equal(got_data, want_data, err_msg="values")
+    return True
 
 
 def tree_digest(path: Path) -> str:
@@ -107,6 +132,38 @@ def test_roundtrip_dtypes_and_layouts(tmp_path, dtype, chunks, shards):
     g = zarr.open_group(tmp_path / "a.zarr", mode="r")
     assert same(ad.io.read_elem(g), m)
     assert same(ad.io.sparse_dataset(g)[rows[:50]], m[rows[:50]])
+
+
+def test_explicit_zeros_duplicates_and_stored_order_are_kept(tmp_path):
+    """What scipy keeps, the store keeps: explicit zeros, duplicate entries and the stored order of
+    each row's entries, through bulk, streaming and appending writes, gathers and anndata."""
+    m = random_csr(11, shape=(300, 40), density=0.1)
+    m.data[::4] = 0  # explicit zeros
+    for i in range(0, m.shape[0], 3):  # some rows in reverse index order
+        s, e = m.indptr[i], m.indptr[i + 1]
+        m.indices[s:e], m.data[s:e] = m.indices[s:e][::-1].copy(), m.data[s:e][::-1].copy()
+    m.has_sorted_indices = False
+    assert (m.data == 0).sum() > 50
+    dup = sp.csr_array((np.array([1, 2, 0, 4], dtype=np.float32), np.array([3, 3, 1, 0]), np.array([0, 3, 3, 4])), shape=(3, 5))
+    x = sparsezarr.write_csr(tmp_path / "a.zarr", m, chunks=16, shards=64)
+    assert x.nnz == m.nnz
+    rows = np.array([299, 0, 3, 3, 150])
+    assert same(x[:], m)
+    assert same(x[rows], m[rows])
+    assert same(x[10:200:7, [30, 2, 17]], m[10:200:7][:, [30, 2, 17]])
+    assert same(x[rows, [5, 5, 1]], m[rows][:, [5, 5, 1]])
+    assert same(ad.io.read_elem(zarr.open_group(tmp_path / "a.zarr", mode="r")), m)
+    assert same(sparsezarr.write_csr(tmp_path / "d.zarr", dup)[:], dup)
+    with sparsezarr.CsrWriter(tmp_path / "s.zarr", n_cols=m.shape[1], chunks=16, shards=64) as w:
+        w.extend(m[a : a + 70] for a in range(0, m.shape[0], 70))
+    assert w.result is not None and same(w.result[:], m)
+    sparsezarr.write_csr(tmp_path / "p.zarr", m[:100], chunks=16, shards=64)
+    assert same(sparsezarr.append_rows(tmp_path / "p.zarr", m[100:])[:], m)
+    c = sparsezarr.write_csc(tmp_path / "c.zarr", m)
+    assert same(c[:], m.tocsc())
+    assert same(c[rows, [39, 0, 0]], m.tocsc()[rows][:, [39, 0, 0]])
+    # sorted comparison: the order within rows is what differs after a scipy conversion
+    assert same(x[:], m.tocsc().tocsr(), ordered=False)
 
 
 def test_edge_shapes(tmp_path):
@@ -330,23 +387,22 @@ def test_failed_overwrite_keeps_the_old_store(tmp_path, matrix, monkeypatch):
         sparsezarr.write_csr(path, bad, overwrite=True)
     assert tree_digest(path) == before
     # an interruption in the middle of the write (simulated) leaves the old store too
-    real = csr_mod._lib.write_compressed
+    real = _lib.write_compressed
 
     def interrupted(*args, **kwargs):
         real(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(csr_mod._lib, "write_compressed", interrupted)
+    monkeypatch.setattr(_lib, "write_compressed", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sparsezarr.write_csr(path, matrix[:10], overwrite=True)
     monkeypatch.undo()
     assert tree_digest(path) == before
     assert not [p for p in tmp_path.iterdir() if "sparsezarr-new" in p.name]
     # a streaming writer that fails half-way leaves the old store too
-    with pytest.raises(ValueError, match="columns"):
-        with sparsezarr.CsrWriter(path, n_cols=matrix.shape[1], overwrite=True) as w:
-            w.append(matrix[:100])
-            w.append(matrix[:100, :7])
+    with pytest.raises(ValueError, match="columns"), sparsezarr.CsrWriter(path, n_cols=matrix.shape[1], overwrite=True) as w:  # noqa: PT012 - the second append fails inside the writer's block
+        w.append(matrix[:100])
+        w.append(matrix[:100, :7])
     assert tree_digest(path) == before
     # and a successful overwrite replaces it
     x = sparsezarr.write_csr(path, matrix[:10], overwrite=True)

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 def store(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = sp.random_array((5003, 300), density=0.05, format="csr", dtype=np.float32, rng=rng)
-    obs = pd.DataFrame({"label": pd.Categorical(rng.choice(["t", "b", "nk"], 5003)), "depth": rng.random(5003)}, index=[f"cell{i}" for i in range(5003)])
+    obs = pd.DataFrame(
+        {"label": pd.Categorical(rng.choice(["t", "b", "nk"], 5003)), "depth": rng.random(5003)}, index=[f"cell{i}" for i in range(5003)]
+    )
     path = tmp_path_factory.mktemp("loader") / "a.zarr"
     with ad.settings.override(zarr_write_format=3):
         ad.AnnData(X=sp.csr_matrix(x), obs=obs).write_zarr(path)
@@ -35,7 +37,7 @@ def test_epoch_covers_every_row_once(store, prefetch):
     seen = []
     for i, b in enumerate(loader):
         assert b.X.shape == (len(b.index), 300)
-        assert (b.X != x[b.index]).nnz == 0
+        assert (x[b.index] != b.X).nnz == 0
         assert list(b.obs["label"]) == list(obs["label"].iloc[b.index])
         assert len(b.index) == (512 if i < 9 else 5003 - 9 * 512)
         seen.append(b.index)
@@ -45,7 +47,7 @@ def test_epoch_covers_every_row_once(store, prefetch):
 
 
 def test_seeds_epochs_and_order(store):
-    path, x, _ = store
+    path, _, _ = store
     a = [b.index for b in sparsezarr.Loader(path, batch_size=1000, seed=3)]
     b = [b.index for b in sparsezarr.Loader(path, batch_size=1000, seed=3)]
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
@@ -64,10 +66,10 @@ def test_seeds_epochs_and_order(store):
 
 
 def test_subset_drop_last_and_outputs(store):
-    path, x, _ = store
+    path, _, _ = store
     train = np.random.default_rng(1).random(5003) < 0.7
     loader = sparsezarr.Loader(path, batch_size=256, rows=train, drop_last=True, seed=0, output="matrix")
-    got = [b for b in loader]
+    got = list(loader)
     assert all(b.X.shape[0] == 256 and isinstance(b.X, sp.csr_matrix) for b in got)
     rows = np.concatenate([b.index for b in got])
     assert set(rows) <= set(np.flatnonzero(train)) and len(rows) == (train.sum() // 256) * 256
@@ -100,6 +102,6 @@ def test_loader_on_a_bare_csr_store(tmp_path):
     sparsezarr.write_csr(tmp_path / "x.zarr", x, chunks=64)
     total = 0
     for b in sparsezarr.Loader(tmp_path / "x.zarr", batch_size=128, seed=2):
-        assert (b.X != x[b.index]).nnz == 0
+        assert (x[b.index] != b.X).nnz == 0
         total += len(b.index)
     assert total == 1000

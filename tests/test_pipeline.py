@@ -15,9 +15,8 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, TransposeCodec, ZstdCodec
 
 import sparsezarr
-from sparsezarr.errors import CorruptChunkError, FallbackError
-
 from _helpers import OURS, ZARR_DEFAULT, assert_native, pipeline_of, rng, use_pipeline
+from sparsezarr.errors import CorruptChunkError, FallbackError
 
 
 def stored_keys(store) -> set[str]:
@@ -151,7 +150,9 @@ def test_write_empty_chunks_matches_zarr(tmp_path, write_empty_chunks, shards):
     for name in (OURS, ZARR_DEFAULT):
         store = zarr.storage.LocalStore(tmp_path / name)
         with use_pipeline(name):
-            a = zarr.create_array(store=store, shape=(8,), chunks=(2,), shards=shards, dtype="f4", fill_value=1.5, config={"write_empty_chunks": write_empty_chunks})
+            a = zarr.create_array(
+                store=store, shape=(8,), chunks=(2,), shards=shards, dtype="f4", fill_value=1.5, config={"write_empty_chunks": write_empty_chunks}
+            )
             a[:] = 1.5
             a[6] = 3.0
             keys[name] = stored_keys(store)
@@ -320,7 +321,7 @@ def _child(path: str, i: int, q) -> None:
         total = int(a[500:].sum())  # a region no child writes
         a[i * 100 : (i + 1) * 100] = 1  # disjoint shards per child (concurrent writers of one shard race)
         q.put((total, int(a[i * 100 : (i + 1) * 100].sum())))
-    except Exception as e:  # pragma: no cover - reported to the parent
+    except Exception as e:  # noqa: BLE001 - any failure in the child is reported to the parent  # pragma: no cover
         q.put(repr(e))
 
 
@@ -398,7 +399,13 @@ def test_v2_numcodecs_compressors(ours):
     # v2 arrays with the numcodecs compressors zarrs implements run natively and interoperate
     import numcodecs
 
-    for compressor in [numcodecs.Zlib(level=3), numcodecs.GZip(level=4), numcodecs.BZ2(level=2), numcodecs.Blosc(cname="zstd", shuffle=2), numcodecs.Zstd(level=2)]:
+    for compressor in [
+        numcodecs.Zlib(level=3),
+        numcodecs.GZip(level=4),
+        numcodecs.BZ2(level=2),
+        numcodecs.Blosc(cname="zstd", shuffle=2),
+        numcodecs.Zstd(level=2),
+    ]:
         store = zarr.storage.MemoryStore()
         a = zarr.create_array(store=store, shape=(30,), chunks=(7,), dtype="f8", zarr_format=2, compressors=compressor)
         assert_native(a)

@@ -12,10 +12,11 @@ import warnings
 import numpy as np
 import pytest
 import zarr
-from _helpers import OURS, ZARR_DEFAULT, assert_native, use_pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+from _helpers import OURS, ZARR_DEFAULT, assert_native, use_pipeline
 
 DTYPES = ["uint8", "int16", "int32", "uint64", "float32", "float64", "complex64", "bool", ">i4", "<M8[s]"]
 COMPRESSORS = {
@@ -83,7 +84,10 @@ def _model_get(model, kind, sel):
         return model[sel]
     if kind == "oindex":
         drop = tuple(i for i, s in enumerate(sel) if isinstance(s, int))
-        idx = tuple(np.arange(model.shape[i])[s] if isinstance(s, slice) else ([s] if isinstance(s, int) else (np.nonzero(s)[0] if s.dtype == bool else s)) for i, s in enumerate(sel))
+        idx = tuple(
+            np.arange(model.shape[i])[s] if isinstance(s, slice) else ([s] if isinstance(s, int) else (np.nonzero(s)[0] if s.dtype == bool else s))
+            for i, s in enumerate(sel)
+        )
         out = model[np.ix_(*idx)]
         return out.squeeze(axis=drop) if drop else out
     if kind == "vindex":
@@ -93,7 +97,10 @@ def _model_get(model, kind, sel):
 
 def _model_set(model, kind, sel, value):
     if kind == "oindex":
-        idx = tuple(np.arange(model.shape[i])[s] if isinstance(s, slice) else ([s] if isinstance(s, int) else (np.nonzero(s)[0] if s.dtype == bool else s)) for i, s in enumerate(sel))
+        idx = tuple(
+            np.arange(model.shape[i])[s] if isinstance(s, slice) else ([s] if isinstance(s, int) else (np.nonzero(s)[0] if s.dtype == bool else s))
+            for i, s in enumerate(sel)
+        )
         drop = tuple(i for i, s in enumerate(sel) if isinstance(s, int))
         v = np.expand_dims(value, drop) if drop and np.ndim(value) else value
         model[np.ix_(*idx)] = v
@@ -167,7 +174,7 @@ def test_random_io_matches_numpy_and_zarr(tmp_path_factory, layout, data, seed, 
     ref = _make(stores[1], layout, ZARR_DEFAULT)
     assert_native(ours)
     dtype = ours.dtype
-    model = np.zeros(layout["shape"], dtype=dtype) if not np.issubdtype(dtype, np.datetime64) else np.zeros(layout["shape"], dtype=dtype)
+    model = np.zeros(layout["shape"], dtype=dtype)
     model[...] = ours.fill_value
     for _ in range(data.draw(st.integers(1, 4))):
         kind, sel = data.draw(selections(layout["shape"], for_write=True))

@@ -8,11 +8,11 @@ import pytest
 import scipy.sparse as sp
 import sparse
 import zarr
-from _helpers import OURS, ZARR_DEFAULT, assert_native, require_data, use_pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sparsezarr
+from _helpers import OURS, ZARR_DEFAULT, assert_native, require_data, use_pipeline
 from sparsezarr.errors import CorruptChunkError
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ safety rule (each test fails if its check is removed)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -72,7 +73,9 @@ def random_array(group: zarr.Group, name: str, shape: tuple[int, ...], rng: np.r
         shards = tuple(c * int(rng.integers(1, 3)) for c in chunks)
         arr = group.create_array(name, shape=shape, chunks=chunks, shards=shards, dtype=dtype)
     else:
-        arr = zarr.create_array(group.store, name=f"{group.path}/{name}" if group.path else name, shape=shape, chunks=chunks, dtype=dtype, zarr_format=2)
+        arr = zarr.create_array(
+            group.store, name=f"{group.path}/{name}" if group.path else name, shape=shape, chunks=chunks, dtype=dtype, zarr_format=2
+        )
     arr[...] = rng.integers(-1000, 1000, size=shape).astype(dtype)
     if rng.random() < 0.3 and shape and shape[0] > 1:
         arr[0] = arr.fill_value  # some chunks empty: read as the component's own fill value
@@ -96,7 +99,7 @@ def random_node(group: zarr.Group, shape: list[int], rng: np.random.Generator, d
         cuts = sorted(rng.integers(0, n + 1, size=int(rng.integers(0, 3))).tolist())
         bounds = [0, *cuts, n]
         parts = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             s = list(shape)
             s[axis] = b - a
             parts.append(random_node(group, s, rng, depth + 1, counter))
@@ -336,7 +339,13 @@ def test_ten_thousand_components_open_without_io(tmp_path: Path) -> None:
 
     store = Counting()
     nodes = [{"kind": "array", "path": f"missing/{i}", "shape": [1, 4], "data_type": "float32"} for i in range(10_000)]
-    doc = {"virtual_array_format": 1, "shape": [10_000, 4], "data_type": "float32", "fill_value": 0.0, "source": {"kind": "concat", "axis": 0, "components": nodes}}
+    doc = {
+        "virtual_array_format": 1,
+        "shape": [10_000, 4],
+        "data_type": "float32",
+        "fill_value": 0.0,
+        "source": {"kind": "concat", "axis": 0, "components": nodes},
+    }
     view = sz.VirtualArray(doc, store)
     assert view.shape == (10_000, 4) and view.num_components == 10_000 and view.num_opened == 0
     assert calls == []
@@ -360,8 +369,17 @@ def test_components_may_differ_in_format_and_codecs(tmp_path: Path) -> None:
     ref = np.concatenate([v2[...], v3[...], nested[...]])
     np.testing.assert_array_equal(outer.read(), ref)
     # A saved view used as a component of another saved view is resolved recursively.
-    doc = {"virtual_array_format": 1, "shape": [10, 3], "data_type": "float64", "fill_value": "NaN",
-           "source": {"kind": "concat", "axis": 0, "components": [{"kind": "array", "path": "inner", "shape": [8, 3], "data_type": "float64"}, {"kind": "fill", "shape": [2, 3]}]}}
+    doc = {
+        "virtual_array_format": 1,
+        "shape": [10, 3],
+        "data_type": "float64",
+        "fill_value": "NaN",
+        "source": {
+            "kind": "concat",
+            "axis": 0,
+            "components": [{"kind": "array", "path": "inner", "shape": [8, 3], "data_type": "float64"}, {"kind": "fill", "shape": [2, 3]}],
+        },
+    }
     v = sz.VirtualArray(doc, store)
     got = v.read()
     np.testing.assert_array_equal(got[:8], ref[:8])
@@ -635,7 +653,14 @@ def test_fill_regions_and_read_only_stores_refuse_writes(tmp_path: Path) -> None
     g = zarr.open_group(str(tmp_path), mode="w")
     a = g.create_array("a", shape=(2, 3), dtype="int32")
     a[...] = 5
-    doc = _arr_doc({"kind": "concat", "axis": 0, "components": [{"kind": "array", "path": "a", "shape": [2, 3], "data_type": "int32"}, {"kind": "fill", "shape": [2, 3]}]}, [4, 3])
+    doc = _arr_doc(
+        {
+            "kind": "concat",
+            "axis": 0,
+            "components": [{"kind": "array", "path": "a", "shape": [2, 3], "data_type": "int32"}, {"kind": "fill", "shape": [2, 3]}],
+        },
+        [4, 3],
+    )
     view = sz.open_virtual(doc, root=tmp_path, mode="r+")
     with pytest.raises(ValueError, match="fill region"):
         view[1:3] = 9
@@ -656,7 +681,9 @@ def test_index_errors() -> None:
     with pytest.raises(IndexError):
         view.read((3, 0))
     with pytest.raises(IndexError):
-        view.read(np.array([0, 4]), )
+        view.read(
+            np.array([0, 4]),
+        )
     with pytest.raises(IndexError):
         view[0, 0, 0]
     with pytest.raises(TypeError, match="read"):

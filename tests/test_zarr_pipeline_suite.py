@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "zarr_suite"))
 if ZARR_VERSION < (3, 3):
     pytest.skip(f"zarr {zarr.__version__} ships no CodecPipelineTests (zarr >= 3.3 does)", allow_module_level=True)
 
-from sdist import suite_dir  # noqa: E402
+from sdist import suite_dir
 
 
 def _load_suite():
@@ -57,7 +58,7 @@ class TestSparsezarrPipelineStrict(_suite.CodecPipelineTests):
 
     #: Scenarios whose arrays use a codec that runs in zarr's pipeline by design (README,
     #: "Limitations"); the non-strict class above runs them.
-    PYTHON_ONLY = {"v2-filter-gzip-roundtrip": "its numcodecs Delta filter runs in zarr's pipeline"}
+    PYTHON_ONLY: ClassVar[dict[str, str]] = {"v2-filter-gzip-roundtrip": "its numcodecs Delta filter runs in zarr's pipeline"}
 
     @pytest.fixture(autouse=True)
     def _strict(self, request, store, _use_pipeline):

@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -305,21 +305,20 @@ class Pipeline(CodecPipeline):
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
-    def _native_target(self, batch: list[Any], array: Any) -> tuple[_lib.ArrayEngine, Any, str] | str:
-        """The engine, the store route and the numpy array for a batch, or why not."""
+    def _native_target(self, batch: list[Any], array: object) -> tuple[_lib.ArrayEngine, Any, str] | str:
+        """The engine, the store and its route (``local``, ``memory`` or ``""`` for values zarr
+        fetches) for a batch, or why the batch falls back."""
         spec = batch[0][1]
         if not _is_cpu(spec):
             return "non-CPU buffer prototype"
         if not isinstance(array, np.ndarray):
             return f"array of type {type(array).__name__}"
-        if self.metadata is not None:
-            if self._engine is None:
-                return self._unsupported or "unsupported array"
-            engine: _lib.ArrayEngine | str = self._engine
-        else:
-            engine = self._engine_for_spec(spec)
-            if isinstance(engine, str):
-                return engine
+        found: _lib.ArrayEngine | str | None = self._engine if self.metadata is not None else self._engine_for_spec(spec)
+        if found is None:
+            return self._unsupported or "unsupported array"
+        if isinstance(found, str):
+            return found
+        engine = found
         native = spec.dtype.to_native_dtype()
         if array.dtype.newbyteorder("=") != native.newbyteorder("=") or array.dtype.itemsize != engine.elem_size:
             return f"array dtype {array.dtype} differs from the stored dtype {native} (field selection?)"
@@ -345,15 +344,19 @@ class Pipeline(CodecPipeline):
             self._local_stores[key] = handle
         return handle
 
-    async def read(self, batch_info: BatchInfo, out: NDBuffer, drop_axes: tuple[int, ...] = ()) -> tuple[dict[str, str], ...]:
+    # zarr >= 3.3 types the result as a tuple of its GetResult (a dict with a status); 3.1 and 3.2
+    # return None. The dicts returned here are what GetResult holds, on every version.
+    async def read(  # type: ignore[override]
+        self, batch_info: BatchInfo, out: NDBuffer, drop_axes: tuple[int, ...] = ()
+    ) -> tuple[dict[str, str], ...]:
         batch = list(batch_info)
         if not batch:
             return ()
-        out_arr = out.as_ndarray_like()
+        out_arr = cast(np.ndarray, out.as_ndarray_like())  # checked by _native_target before use
         target = self._native_target(batch, out_arr)
         if isinstance(target, str):
             STATS["read.fallback"] += 1
-            results = await self._fall_back(target).read(batch, out, drop_axes)
+            results: Any = await self._fall_back(target).read(batch, out, drop_axes)
             # zarr >= 3.3 reports per chunk; older zarr returns nothing (and ignores our result).
             return tuple(results) if results is not None else tuple(_PRESENT for _ in batch)
         STATS[f"read.rust.{target[2]}"] += 1
@@ -374,11 +377,12 @@ class Pipeline(CodecPipeline):
         batch = list(batch_info)
         if not batch:
             return
-        value_arr = value.as_ndarray_like()
+        value_arr = cast(np.ndarray, value.as_ndarray_like())  # checked by _native_target before use
         target = self._native_target(batch, value_arr)
         if isinstance(target, str):
             STATS["write.fallback"] += 1
-            await self._fall_back(target).write(batch, value, drop_axes)
+            # zarr hands writes ByteSetters; BatchInfo is shared with reads.
+            await self._fall_back(target).write(cast(Any, batch), value, drop_axes)
             return
         STATS[f"write.rust.{target[2]}"] += 1
         engine, store, kind = target
@@ -394,15 +398,12 @@ class Pipeline(CodecPipeline):
             await ensure_open(store)
             await self._run(work, engine.write_store, self._store_handle(store, kind), batch, value_arr, axes, swap, write_empty)
         else:
-            existing = await asyncio.gather(
-                *(_none() if complete else bs.get(prototype=s.prototype) for bs, s, _, _, complete in batch)
-            )
+            existing = await asyncio.gather(*(_none() if complete else bs.get(prototype=s.prototype) for bs, s, _, _, complete in batch))
             arrays = [None if v is None else v.as_numpy_array() for v in existing]
             new = await self._run(work, engine.write_values, arrays, batch, value_arr, axes, swap, write_empty)
             make = spec.prototype.buffer.from_array_like
-            await asyncio.gather(
-                *(bs.delete() if data is None else bs.set(make(data)) for (bs, *_), data in zip(batch, new, strict=True))
-            )
+            setters = [cast("ByteSetter", bs) for bs, *_ in batch]
+            await asyncio.gather(*(bs.delete() if data is None else bs.set(make(data)) for bs, data in zip(setters, new, strict=True)))
 
 
 def _covers(selection: SelectorTuple, shape: tuple[int, ...]) -> bool:

@@ -76,10 +76,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
 
     tr = terminalreporter
     tr.section("sparsezarr")
-    tr.write_line(
-        "pipeline calls: "
-        + ", ".join(f"{k}={v}" for k, v in sorted(STATS.items()))
-    )
+    tr.write_line("pipeline calls: " + ", ".join(f"{k}={v}" for k, v in sorted(STATS.items())))
     for reason, n in _COUNTER.reasons.most_common(40):
         tr.write_line(f"  fallback x{n}: {reason}")
     unmatched = getattr(config, "_sparsezarr_unmatched", [])

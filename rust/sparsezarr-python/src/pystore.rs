@@ -6,7 +6,6 @@
 //! binding that touches storage (the pipeline's engine, sparse arrays, CSR readers and writers,
 //! virtual arrays) takes this one type.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use sparsezarr_core::error::{Error, Result};
 use sparsezarr_core::store::{
-    ByteRange, Capabilities, Encoded, FsStore, MemoryStore, ReadRequest, ReadResult, Store, ValueReader, Version, WriteMode,
+    ByteRange, Capabilities, Encoded, FsStore, HeldValue, MemoryStore, ReadRequest, ReadResult, Store, ValueReader, Version, WriteMode,
 };
 
 use crate::errors::PythonExt;
@@ -138,40 +137,6 @@ fn external(key: &str, e: PyErr) -> Error {
     Error::External { key: key.to_string(), source: Box::new(e) }
 }
 
-/// A value fetched through Python, held in memory.
-struct OwnedValue {
-    key: String,
-    bytes: Vec<u8>,
-}
-
-impl ValueReader for OwnedValue {
-    fn key(&self) -> &str {
-        &self.key
-    }
-
-    fn size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    fn version(&self) -> Option<&Version> {
-        None
-    }
-
-    fn resident(&self) -> bool {
-        true
-    }
-
-    fn read_all(&self) -> Result<Cow<'_, [u8]>> {
-        Ok(Cow::Borrowed(&self.bytes))
-    }
-
-    #[allow(clippy::cast_possible_truncation)]
-    fn read_range(&self, offset: u64, len: u64) -> Result<Cow<'_, [u8]>> {
-        let (offset, len) = ByteRange::Range { offset, len }.resolve(&self.key, self.bytes.len() as u64)?;
-        Ok(Cow::Borrowed(&self.bytes[offset as usize..(offset + len) as usize]))
-    }
-}
-
 impl PythonStore {
     /// Whole values of `keys` (one call of `get_many`).
     fn fetch(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -203,7 +168,7 @@ impl Store for PythonStore {
 
     fn open(&self, key: &str, _first: ByteRange) -> Result<Option<Box<dyn ValueReader + '_>>> {
         let value = self.fetch(&[key])?.pop().flatten();
-        Ok(value.map(|bytes| Box::new(OwnedValue { key: key.to_string(), bytes }) as Box<dyn ValueReader>))
+        Ok(value.map(|bytes| Box::new(HeldValue::new(key, Arc::new(bytes), None)) as Box<dyn ValueReader>))
     }
 
     fn read_batch(&self, requests: &[ReadRequest<'_>]) -> Vec<Result<Option<ReadResult>>> {

@@ -51,14 +51,22 @@ impl MemoryStore {
     }
 }
 
-/// One version of a value of a [`MemoryStore`].
-struct SharedValue {
+/// A value held in memory: one version of a [`MemoryStore`] value, or bytes a bridge fetched.
+pub struct HeldValue {
     key: String,
     bytes: Arc<Vec<u8>>,
-    version: Version,
+    version: Option<Version>,
 }
 
-impl ValueReader for SharedValue {
+impl HeldValue {
+    /// `bytes` stored under `key`, with their version if the store has one.
+    #[must_use]
+    pub fn new(key: &str, bytes: Arc<Vec<u8>>, version: Option<Version>) -> Self {
+        Self { key: key.to_string(), bytes, version }
+    }
+}
+
+impl ValueReader for HeldValue {
     fn key(&self) -> &str {
         &self.key
     }
@@ -68,7 +76,7 @@ impl ValueReader for SharedValue {
     }
 
     fn version(&self) -> Option<&Version> {
-        Some(&self.version)
+        self.version.as_ref()
     }
 
     fn resident(&self) -> bool {
@@ -93,9 +101,9 @@ impl Store for MemoryStore {
 
     fn open(&self, key: &str, _first: ByteRange) -> Result<Option<Box<dyn ValueReader + '_>>> {
         let map = self.lock();
-        Ok(map.get(key).map(|(bytes, generation)| {
-            Box::new(SharedValue { key: key.to_string(), bytes: bytes.clone(), version: self.version(*generation) }) as Box<dyn ValueReader>
-        }))
+        Ok(map
+            .get(key)
+            .map(|(bytes, generation)| Box::new(HeldValue::new(key, bytes.clone(), Some(self.version(*generation)))) as Box<dyn ValueReader>))
     }
 
     fn put(&self, key: &str, value: Encoded, mode: WriteMode) -> Result<Option<Version>> {

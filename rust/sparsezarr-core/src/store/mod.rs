@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use fs::{FsStore, exchange_paths};
-pub use memory::{BytesValue, MemoryStore, PendingWrite, SnapshotStore};
+pub use memory::{BytesValue, HeldValue, MemoryStore, PendingWrite, SnapshotStore};
 pub use prefetch::Prefetched;
 
 use crate::error::{Error, Result};

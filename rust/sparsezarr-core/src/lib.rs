@@ -20,7 +20,7 @@ pub mod csr;
 pub mod dtype;
 pub mod engine;
 pub mod error;
-pub mod keys;
+pub mod metadata;
 pub mod mtx;
 pub mod runtime;
 pub mod sparse;

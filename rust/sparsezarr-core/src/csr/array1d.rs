@@ -7,7 +7,7 @@ use crate::engine::selection::{DimSel, Run, Selection};
 use crate::engine::strided::RawView;
 use crate::engine::{ArrayEngine, ChunkRequest, Concurrency};
 use crate::error::{Error, Result};
-use crate::keys::ChunkKeys;
+use crate::metadata::{ArrayMeta, ChunkKeys};
 use crate::store::Store;
 
 /// A one-dimensional Zarr array (v2 or v3, any codecs, sharded or not) in a store.
@@ -20,19 +20,6 @@ pub struct Array1d {
     path: String,
 }
 
-fn meta_err(msg: impl Into<String>) -> Error {
-    Error::InvalidMetadata(msg.into())
-}
-
-fn one_dim(value: Option<&serde_json::Value>, what: &str) -> Result<u64> {
-    let v: Vec<u64> =
-        value.and_then(|v| serde_json::from_value(v.clone()).ok()).ok_or_else(|| meta_err(format!("{what} is missing or not a list of integers")))?;
-    match v.as_slice() {
-        [n] => Ok(*n),
-        _ => Err(meta_err(format!("expected a one-dimensional array, {what} is {v:?}"))),
-    }
-}
-
 impl Array1d {
     /// Open from array metadata JSON (`zarr.json` or `.zarray`); chunk keys get `prefix` (the
     /// array's path in the store followed by `/`, or empty) in front.
@@ -41,34 +28,12 @@ impl Array1d {
     /// Returns [`Error::InvalidMetadata`] if the metadata is malformed or not one-dimensional, or
     /// [`Error::Unsupported`] if the engine does not handle the array.
     pub fn from_metadata_json(json: &str, prefix: &str, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| meta_err(format!("array metadata: {e}")))?;
-        let (len, chunk, keys, data_type) = match v.get("zarr_format").and_then(serde_json::Value::as_u64) {
-            Some(3) => {
-                let len = one_dim(v.get("shape"), "shape")?;
-                let chunk = one_dim(v.pointer("/chunk_grid/configuration/chunk_shape"), "chunk_shape")?;
-                let enc: zarrs::metadata::v3::MetadataV3 = v
-                    .get("chunk_key_encoding")
-                    .map(|e| serde_json::from_value(e.clone()))
-                    .transpose()
-                    .map_err(|e| meta_err(format!("chunk_key_encoding: {e}")))?
-                    .unwrap_or_else(|| zarrs::metadata::v3::MetadataV3::new("default"));
-                let dt = v.get("data_type").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-                (len, chunk, ChunkKeys::new(&enc, prefix)?, dt)
-            }
-            Some(2) => {
-                let len = one_dim(v.get("shape"), "shape")?;
-                let chunk = one_dim(v.get("chunks"), "chunks")?;
-                let sep = v.get("dimension_separator").and_then(serde_json::Value::as_str).unwrap_or(".");
-                let dt = v.get("dtype").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-                (len, chunk, ChunkKeys::v2(sep, prefix), dt)
-            }
-            _ => return Err(meta_err("zarr_format must be 2 or 3")),
+        let meta = ArrayMeta::parse(json, prefix)?;
+        let (&[len], &[chunk]) = (meta.shape.as_slice(), meta.chunk_shape.as_slice()) else {
+            return Err(Error::InvalidMetadata(format!("expected a one-dimensional array, the shape is {:?}", meta.shape)));
         };
-        if chunk == 0 {
-            return Err(meta_err("chunk length 0"));
-        }
-        let engine = ArrayEngine::from_metadata_json(json, None, options, concurrency)?;
-        Ok(Self { engine, keys, len, chunk, data_type, path: prefix.trim_end_matches('/').to_string() })
+        let engine = ArrayEngine::from_meta(&meta, None, options, concurrency)?;
+        Ok(Self { engine, data_type: meta.data_type_name(), keys: meta.keys, len, chunk, path: prefix.trim_end_matches('/').to_string() })
     }
 
     /// The array's path in the store (the key prefix without its trailing `/`).

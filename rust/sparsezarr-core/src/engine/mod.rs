@@ -20,10 +20,9 @@ mod sharding_tests;
 pub mod strided;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use rayon::prelude::*;
-use zarrs::array::{Array, ArrayMetadata, CodecMetadataOptions, DataType, FillValue};
+use zarrs::array::{DataType, FillValue};
 use zarrs::metadata::v3::MetadataV3;
 
 use crate::engine::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource};
@@ -31,6 +30,7 @@ use crate::engine::index_cache::IndexCache;
 use crate::engine::selection::Selection;
 use crate::engine::strided::{RawView, byteswap, fill_selection};
 use crate::error::{Error, Result};
+use crate::metadata::ArrayMeta;
 use crate::runtime::run_in_pool;
 use crate::store::{Prefetched, Store, WriteMode};
 
@@ -99,34 +99,20 @@ impl ArrayEngine {
     /// Returns [`Error::Unsupported`] if the array uses a data type, codec, chunk grid or storage
     /// transformer the engine does not handle, or [`Error::InvalidMetadata`] if it is malformed.
     pub fn from_metadata_json(json: &str, fill_override: Option<Vec<u8>>, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
-        let metadata: ArrayMetadata = serde_json::from_str(json).map_err(|e| Error::Unsupported(format!("array metadata: {e}")))?;
-        let (chunk_shape, codecs): (Vec<u64>, Option<Vec<MetadataV3>>) = match &metadata {
-            ArrayMetadata::V3(v3) => {
-                if !v3.storage_transformers.is_empty() {
-                    return Err(Error::Unsupported("storage transformers".into()));
-                }
-                if v3.chunk_grid.name() != "regular" {
-                    return Err(Error::Unsupported(format!("chunk grid {:?}", v3.chunk_grid.name())));
-                }
-                let shape = v3
-                    .chunk_grid
-                    .configuration()
-                    .and_then(|c| c.get("chunk_shape"))
-                    .and_then(|v| serde_json::from_value::<Vec<u64>>(v.clone()).ok())
-                    .ok_or_else(|| Error::InvalidMetadata("regular chunk grid without chunk_shape".into()))?;
-                (shape, Some(v3.codecs.clone()))
-            }
-            ArrayMetadata::V2(v2) => (v2.chunks.iter().map(|c| c.get()).collect(), None),
-        };
-        let array = Array::new_with_metadata(Arc::new(zarrs::storage::store::MemoryStore::new()), "/", metadata)
-            .map_err(|e| Error::Unsupported(e.to_string()))?;
-        let codecs = codecs.unwrap_or_else(|| array.codecs().create_metadatas(&CodecMetadataOptions::default()));
+        Self::from_meta(&ArrayMeta::parse(json, "")?, fill_override, options, concurrency)
+    }
+
+    /// Build an engine from parsed metadata (see [`from_metadata_json`](Self::from_metadata_json)).
+    ///
+    /// # Errors
+    /// As [`from_metadata_json`](Self::from_metadata_json).
+    pub fn from_meta(meta: &ArrayMeta, fill_override: Option<Vec<u8>>, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
         let fill_value = match fill_override {
-            Some(bytes) => checked_fill(array.data_type(), bytes)?,
-            None => array.fill_value().clone(),
+            Some(bytes) => checked_fill(&meta.data_type, bytes)?,
+            None => meta.fill_value.clone(),
         };
-        let repr = ArrayRepr { shape: chunk_shape, data_type: array.data_type().clone(), fill_value };
-        let plan = CodecPlan::new(&codecs, repr, &options)?;
+        let repr = ArrayRepr { shape: meta.chunk_shape.clone(), data_type: meta.data_type.clone(), fill_value };
+        let plan = CodecPlan::new(&meta.codecs, repr, &options)?;
         Ok(Self { plan, options, concurrency })
     }
 

@@ -9,7 +9,7 @@ use crate::csr::gather::{CsrSource, read_indptr};
 use crate::engine::codec::EngineOptions;
 use crate::engine::{ArrayEngine, Concurrency};
 use crate::error::{Error, Result};
-use crate::keys::ChunkKeys;
+use crate::metadata::{ArrayMeta, ChunkKeys};
 use crate::sparse::array::SparseArray;
 use crate::store::{ByteRange, FsStore, Store};
 
@@ -286,7 +286,7 @@ pub fn open_component(leaf: &LeafSpec, loc: &Location, storage: Storage, options
                 let shape = json_shape(meta.get("shape")).unwrap_or_default();
                 check_meta(leaf, key, &shape, &json_dtype(&meta))?;
                 return match (storage, is_sparse) {
-                    (Storage::Dense, false) => dense(&text, &meta, &r, options),
+                    (Storage::Dense, false) => dense(&text, &r, options),
                     (Storage::Sparse, true) => {
                         let array = SparseArray::from_metadata_json(&text, None, &r.prefix, options.engine.clone(), options.concurrency)?;
                         Ok(Component::Sparse { array, store })
@@ -331,7 +331,7 @@ pub fn open_component(leaf: &LeafSpec, loc: &Location, storage: Storage, options
         }
         let shape = json_shape(meta.get("shape")).unwrap_or_default();
         check_meta(leaf, key, &shape, &json_dtype(&meta))?;
-        return dense(&meta.to_string(), &meta, &r, options);
+        return dense(&meta.to_string(), &r, options);
     }
     if read_json(&*store, &format!("{}.zgroup", r.prefix))?.is_some() {
         let attrs = read_json(&*store, &format!("{}.zattrs", r.prefix))?.unwrap_or_default();
@@ -346,25 +346,13 @@ pub fn open_component(leaf: &LeafSpec, loc: &Location, storage: Storage, options
     ))
 }
 
-fn dense(text: &str, meta: &serde_json::Value, r: &Resolved, options: &OpenOptions) -> Result<Component> {
-    let shape = json_shape(meta.get("shape")).unwrap_or_default();
-    let (chunk, keys) = if meta.get("zarr_format").and_then(serde_json::Value::as_u64) == Some(2) {
-        let sep = meta.get("dimension_separator").and_then(|s| s.as_str()).unwrap_or(".");
-        (json_shape(meta.get("chunks")).unwrap_or_default(), ChunkKeys::v2(sep, &r.prefix))
-    } else {
-        let enc: zarrs::metadata::v3::MetadataV3 = meta
-            .get("chunk_key_encoding")
-            .map(|e| serde_json::from_value(e.clone()))
-            .transpose()
-            .map_err(|e| Error::InvalidMetadata(format!("chunk_key_encoding: {e}")))?
-            .unwrap_or_else(|| zarrs::metadata::v3::MetadataV3::new("default"));
-        (json_shape(meta.pointer("/chunk_grid/configuration/chunk_shape")).unwrap_or_default(), ChunkKeys::new(&enc, &r.prefix)?)
-    };
-    if chunk.len() != shape.len() || chunk.contains(&0) {
-        return Err(Error::InvalidMetadata(format!("{}: chunk shape {chunk:?} does not fit shape {shape:?}", r.prefix)));
-    }
-    let engine = ArrayEngine::from_metadata_json(text, None, options.engine.clone(), options.concurrency)?;
-    Ok(Component::Dense { engine, keys, chunk, shape, store: r.store.clone() })
+fn dense(text: &str, r: &Resolved, options: &OpenOptions) -> Result<Component> {
+    let meta = ArrayMeta::parse(text, &r.prefix).map_err(|e| match e {
+        Error::InvalidMetadata(m) => Error::InvalidMetadata(format!("{}: {m}", r.prefix)),
+        other => other,
+    })?;
+    let engine = ArrayEngine::from_meta(&meta, None, options.engine.clone(), options.concurrency)?;
+    Ok(Component::Dense { engine, keys: meta.keys, chunk: meta.chunk_shape, shape: meta.shape, store: r.store.clone() })
 }
 
 fn compressed(

@@ -746,7 +746,7 @@ fn sub_view<'a>(out: &RawView<'a>, p: &Part) -> RawView<'a> {
     unsafe { RawView::new(ptr, shape, strides, out.itemsize(), out.writable()) }
 }
 
-fn requests(keys: &crate::keys::ChunkKeys, chunk: &[u64], shape: &[u64], sels: &[DimSel], outs: &[Option<DimSel>]) -> Result<Vec<ChunkRequest>> {
+fn requests(keys: &crate::metadata::ChunkKeys, chunk: &[u64], shape: &[u64], sels: &[DimSel], outs: &[Option<DimSel>]) -> Result<Vec<ChunkRequest>> {
     for (s, &n) in sels.iter().zip(shape) {
         s.check_bounds(n)?;
     }

@@ -6,7 +6,7 @@
 //! [`SparseArray::write`] scatters entries into the chunks of a box, merging with what is stored
 //! around it. Chunks are decoded and encoded in parallel on the engine's pool.
 
-use zarrs::array::{ArrayMetadata, DataType};
+use zarrs::array::DataType;
 
 use super::chunk::{CODEC_NAME, ElemType, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
 use crate::engine::Concurrency;
@@ -15,7 +15,8 @@ use crate::engine::index_cache::IndexCache;
 use crate::engine::selection::DimSel;
 use crate::engine::shard_index::ShardLayout;
 use crate::error::{Error, Result};
-pub use crate::keys::ChunkKeys;
+use crate::metadata::ArrayMeta;
+pub use crate::metadata::ChunkKeys;
 use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map, try_map_owned};
 use crate::store::{ByteRange, Prefetched, Store, WriteMode};
 use crate::with_width;
@@ -210,32 +211,21 @@ impl SparseArray {
     /// Returns [`Error::InvalidMetadata`] / [`Error::Unsupported`] if this is not a sparse array
     /// this version handles.
     pub fn from_metadata_json(json: &str, fill: Option<Vec<u8>>, prefix: &str, options: EngineOptions, concurrency: Concurrency) -> Result<Self> {
-        let metadata: ArrayMetadata = serde_json::from_str(json).map_err(|e| Error::InvalidMetadata(format!("array metadata: {e}")))?;
-        let ArrayMetadata::V3(v3) = metadata else {
+        let meta = ArrayMeta::parse(json, prefix)?;
+        if meta.zarr_format != 3 {
             return Err(Error::Unsupported("sparse arrays are zarr v3 arrays".into()));
-        };
-        if v3.chunk_grid.name() != "regular" {
-            return Err(Error::Unsupported(format!("chunk grid {:?}", v3.chunk_grid.name())));
         }
-        let outer: Vec<u64> = v3
-            .chunk_grid
-            .configuration()
-            .and_then(|c| c.get("chunk_shape"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .ok_or_else(|| Error::InvalidMetadata("regular chunk grid without chunk_shape".into()))?;
-        let shape = v3.shape.clone();
+        let outer = meta.chunk_shape.clone();
+        let shape = meta.shape.clone();
         if shape.is_empty() {
             return Err(Error::Unsupported("0-dimensional sparse arrays".into()));
         }
-        let data_type = DataType::from_metadata(&v3.data_type).map_err(|e| Error::Unsupported(format!("data type: {e}")))?;
+        let data_type = meta.data_type.clone();
         let elem = ElemType::from_data_type(&data_type)?;
-        let fill = match fill {
-            Some(f) => f,
-            None => data_type.fill_value_v3(&v3.fill_value).map_err(|e| Error::InvalidMetadata(format!("fill value: {e}")))?.as_ne_bytes().to_vec(),
-        };
+        let fill = fill.unwrap_or_else(|| meta.fill_value.as_ne_bytes().to_vec());
         let not_sparse =
             || Error::InvalidMetadata(format!("not a sparse array: codecs must be [{CODEC_NAME}] or [sharding_indexed with codecs [{CODEC_NAME}]]"));
-        let (layout, sparse_meta, inner) = match v3.codecs.as_slice() {
+        let (layout, sparse_meta, inner) = match meta.codecs.as_slice() {
             [c] if c.name() == CODEC_NAME => (None, c.clone(), outer.clone()),
             [s] if s.name() == "sharding_indexed" => {
                 let (layout, codecs) = ShardLayout::new(s, &outer, &options, index_codec)?;
@@ -252,7 +242,7 @@ impl SparseArray {
         let cfg_json = sparse_meta.configuration().map(|c| serde_json::Value::Object(c.clone().into())).unwrap_or_default();
         let config = SparseCodecConfig::from_json(&cfg_json)?;
         let codec = SparseChunkCodec::new(&config, &inner, elem, &fill, &options)?;
-        let keys = ChunkKeys::new(&v3.chunk_key_encoding, prefix)?;
+        let keys = meta.keys;
         Ok(Self { shape, outer, inner, layout, codec, keys, data_type, concurrency })
     }
 

@@ -167,3 +167,30 @@ def test_python_callables_are_called_in_batches() -> None:
     with pytest.raises(NotImplementedError):
         store.list("")
     asyncio.run(asyncio.sleep(0))
+
+
+def test_input_arrays_are_read_only_while_the_core_uses_them() -> None:
+    """No Python thread can change an input array while the core reads it without the GIL: the
+    array is read-only for the duration of the call (checked from inside it, by a Python store
+    the core calls while writing), and writable again afterwards."""
+    values = np.arange(100, dtype="int32")
+    flags_seen: list[bool] = []
+    stored: dict[str, bytes] = {}
+
+    def put(key: str, value: np.ndarray) -> None:
+        flags_seen.append(bool(values.flags.writeable))
+        with pytest.raises(ValueError, match="read-only"):
+            values[0] = -1
+        stored[key] = bytes(value)
+
+    store = _lib.Store.python(lambda keys: [stored.get(k) for k in keys], put, lambda k: stored.pop(k, None))
+    meta = '{"zarr_format":3,"node_type":"array","shape":[100],"data_type":"int32","chunk_grid":{"name":"regular","configuration":{"chunk_shape":[30]}},"chunk_key_encoding":{"name":"default"},"fill_value":0,"codecs":[{"name":"bytes","configuration":{"endian":"little"}}]}'
+    _lib.write_array(store, meta, "", 0, values)
+    assert flags_seen == [False] * 4
+    assert values.flags.writeable and values[0] == 0
+    assert np.frombuffer(_lib.read_array(store, meta, ""), dtype="int32").tolist() == list(range(100))
+    # An array that was read-only stays read-only.
+    frozen = np.arange(100, dtype="int32")
+    frozen.flags.writeable = False
+    _lib.write_array(_lib.Store.memory(), meta, "", 0, frozen)
+    assert not frozen.flags.writeable

@@ -11,6 +11,47 @@ use sparsezarr_core::engine::selection::{DimSel, Selection};
 use sparsezarr_core::engine::strided::RawView;
 use sparsezarr_core::store::SnapshotStore;
 
+/// Input arrays made read-only while the core reads them with the GIL released, so that no
+/// Python thread can change them meanwhile (a write raises numpy's "assignment destination is
+/// read-only"). Arrays that were writable become writable again when the guard is dropped, which
+/// happens with the GIL held, after the detached call returned.
+pub struct Frozen<'py> {
+    arrays: Vec<Bound<'py, PyUntypedArray>>,
+}
+
+impl<'py> Frozen<'py> {
+    /// Freeze `arrays` (those already read-only are left alone).
+    pub fn new<'a>(arrays: impl IntoIterator<Item = &'a Bound<'py, PyUntypedArray>>) -> Self
+    where
+        'py: 'a,
+    {
+        let mut frozen = Vec::new();
+        for arr in arrays {
+            let ptr = arr.as_array_ptr();
+            // SAFETY: `ptr` is a live numpy array object (borrowed through `arr`) and the GIL is
+            // held; clearing WRITEABLE is what numpy's `PyArray_CLEARFLAGS` does.
+            unsafe {
+                if (*ptr).flags & npyffi::NPY_ARRAY_WRITEABLE != 0 {
+                    (*ptr).flags &= !npyffi::NPY_ARRAY_WRITEABLE;
+                    frozen.push(arr.clone());
+                }
+            }
+        }
+        Self { arrays: frozen }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        for arr in &self.arrays {
+            let ptr = arr.as_array_ptr();
+            // SAFETY: as in `new`; the guard holds a reference to the array and, being `!Send`
+            // (it holds `Bound`s), is dropped on a thread holding the GIL.
+            unsafe { (*ptr).flags |= npyffi::NPY_ARRAY_WRITEABLE };
+        }
+    }
+}
+
 /// A numpy array as a raw view. `writable` requires the array to be writable.
 pub fn array_view<'a>(arr: &'a Bound<'_, PyUntypedArray>, writable: bool) -> PyResult<RawView<'a>> {
     let ptr = arr.as_array_ptr();

@@ -5,11 +5,12 @@ use numpy::{PyArray1, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use sparsezarr_core::csr::{Array1d, CsrSource, CsrWriter, Gathered, IntKind, IntsIn, Major, filter_minor, write_matrix};
+use sparsezarr_core::csr::{Array1d, CsrSource, CsrWriter, ElemType, Gathered, IntsIn, Major, filter_minor, write_matrix};
 use sparsezarr_core::engine::Concurrency;
 use sparsezarr_core::engine::codec::EngineOptions;
 use sparsezarr_core::sparse::array::IndexVec;
 
+use crate::convert::Frozen;
 use crate::errors::PythonExt;
 use crate::pystore::PyStore;
 
@@ -36,14 +37,14 @@ fn raw<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<&'a [u8]>
 pub(crate) fn ints<'a>(arr: &'a Bound<'_, PyUntypedArray>, what: &str) -> PyResult<IntsIn<'a>> {
     let d = arr.dtype();
     let kind = match (d.kind(), d.itemsize()) {
-        (b'i', 1) => IntKind::I8,
-        (b'i', 2) => IntKind::I16,
-        (b'i', 4) => IntKind::I32,
-        (b'i', 8) => IntKind::I64,
-        (b'u', 1) => IntKind::U8,
-        (b'u', 2) => IntKind::U16,
-        (b'u', 4) => IntKind::U32,
-        (b'u', 8) => IntKind::U64,
+        (b'i', 1) => ElemType::I8,
+        (b'i', 2) => ElemType::I16,
+        (b'i', 4) => ElemType::I32,
+        (b'i', 8) => ElemType::I64,
+        (b'u', 1) => ElemType::U8,
+        (b'u', 2) => ElemType::U16,
+        (b'u', 4) => ElemType::U32,
+        (b'u', 8) => ElemType::U64,
         _ => return Err(PyTypeError::new_err(format!("{what} must be an integer array"))),
     };
     Ok((kind, raw(arr, what)?))
@@ -70,7 +71,7 @@ pub(crate) fn rows_and_lut(rows: Option<&Bound<'_, PyUntypedArray>>, lut: Option
         None => None,
         Some(l) => {
             let (kind, bytes) = ints(l, "lut")?;
-            if kind != IntKind::I64 {
+            if kind != ElemType::I64 {
                 return Err(PyTypeError::new_err("lut must be int64"));
             }
             Some(bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or_default())).collect())
@@ -222,6 +223,7 @@ pub fn write_array(
 ) -> PyResult<()> {
     let store = store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
     let s = store.core();
+    let _frozen = Frozen::new([values]);
     let bytes = raw(values, "values")?;
     py.run_detached(|| {
         let a = open_array(metadata_json, prefix, true, threads)?;
@@ -250,6 +252,7 @@ pub fn write_compressed(
 ) -> PyResult<()> {
     let store = store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
     let s = store.core();
+    let _frozen = Frozen::new([indptr_values, indices_values, data_values]);
     let p = ints(indptr_values, "indptr")?;
     let i = ints(indices_values, "indices")?;
     let v = raw(data_values, "data")?;
@@ -329,6 +332,7 @@ impl PyCsrWriter {
         let store =
             store.extract::<PyRef<'_, PyStore>>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("store must be a sparsezarr._lib.Store"))?;
         let s = store.core();
+        let _frozen = Frozen::new([indptr, indices, data]);
         let p = ints(indptr, "indptr")?;
         let i = ints(indices, "indices")?;
         let v = raw(data, "data")?;

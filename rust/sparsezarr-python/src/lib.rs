@@ -21,7 +21,7 @@ mod pystore;
 mod sparse;
 mod virt;
 
-use convert::{KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_pairs};
+use convert::{Frozen, KeyMode, array_view, broadcast_view, parse_batch, snapshot_from_pairs};
 use errors::{PythonExt, to_pyerr};
 use pystore::PyStore;
 
@@ -115,6 +115,7 @@ impl PyArrayEngine {
         swap: usize,
         write_empty_chunks: bool,
     ) -> PyResult<()> {
+        let _frozen = Frozen::new([value]);
         let src = source(value, reqs, swap)?;
         if let Source::View(v) = &src {
             check_itemsize(&self.inner, v.itemsize())?;

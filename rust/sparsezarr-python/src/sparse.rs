@@ -13,6 +13,7 @@ use sparsezarr_core::sparse::array::IndexVec;
 use sparsezarr_core::sparse::{Duplicates, Indices, ReadFormat, SparseArray, SparseInput, SparseResult};
 use sparsezarr_core::store::Store;
 
+use crate::convert::Frozen;
 use crate::errors::PythonExt;
 use crate::pystore::PyStore;
 
@@ -127,11 +128,13 @@ impl PySparseArray {
                     .iter()
                     .map(|c| c.cast_into::<PyUntypedArray>().map_err(|_| PyTypeError::new_err("coordinates must be numpy arrays")))
                     .collect::<PyResult<_>>()?;
+                let _frozen = Frozen::new(owned.iter().chain([values]));
                 let idx: Vec<Indices<'_>> = owned.iter().map(indices).collect::<PyResult<_>>()?;
                 let input = SparseInput::Coo { coords: &idx, values: vals };
                 py.run_detached(|| arr.write(store, &start, &shape, &input, dup))
             }
             (None, Some((axis, indptr, ind))) => {
+                let _frozen = Frozen::new([indptr, ind, values]);
                 let input = SparseInput::Compressed { axis, indptr: indices(indptr)?, indices: indices(ind)?, values: vals };
                 py.run_detached(|| arr.write(store, &start, &shape, &input, dup))
             }

@@ -14,7 +14,7 @@ use sparsezarr_core::sparse::Duplicates;
 use sparsezarr_core::store::Store;
 use sparsezarr_core::virt::{Location, OpenOptions, VirtualArray, sort_entries};
 
-use crate::convert::array_view;
+use crate::convert::{Frozen, array_view};
 use crate::csr::{gathered_to_py, ints, rows_and_lut};
 use crate::errors::PythonExt;
 use crate::pystore::PyStore;
@@ -130,6 +130,7 @@ impl PyVirtualArray {
     fn write(&self, py: Python<'_>, sels: &Bound<'_, PyAny>, keep: Vec<bool>, value: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
         let sels = selections(sels)?;
         let outs = outs(&sels, &keep)?;
+        let _frozen = Frozen::new([value]);
         let view = array_view(value, false)?;
         let inner = &self.inner;
         py.run_detached(|| inner.write_from(&sels, &outs, &ValueSource::Array { view: &view, swap: 0 }))

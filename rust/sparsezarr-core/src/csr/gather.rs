@@ -9,7 +9,8 @@
 use rayon::prelude::*;
 
 use super::array1d::Array1d;
-use super::ints::{IntKind, check_range, convert_checked, indptr_values};
+use super::ints::{check_range, convert_checked, indptr_values};
+use crate::dtype::ElemType;
 use crate::error::{Error, Result};
 use crate::runtime::{in_pool, run_in_pool};
 use crate::sparse::array::IndexVec;
@@ -46,7 +47,7 @@ pub struct Gathered {
 pub struct CsrSource {
     data: Array1d,
     indices: Array1d,
-    index_kind: IntKind,
+    index_kind: ElemType,
     indptr: Vec<u64>,
     minor: u64,
     threads: usize,
@@ -56,8 +57,8 @@ pub struct CsrSource {
 ///
 /// # Errors
 /// Returns [`Error::InvalidMetadata`] if the array does not hold integers.
-pub fn int_kind(a: &Array1d, what: &str) -> Result<IntKind> {
-    IntKind::from_name(a.data_type()).ok_or_else(|| Error::InvalidMetadata(format!("{what} must hold integers, not {:?}", a.data_type())))
+pub fn int_kind(a: &Array1d, what: &str) -> Result<ElemType> {
+    ElemType::int_from_name(a.data_type()).ok_or_else(|| Error::InvalidMetadata(format!("{what} must hold integers, not {:?}", a.data_type())))
 }
 
 /// Read a whole `indptr` array, checking that it starts at 0 and never decreases.
@@ -134,7 +135,7 @@ impl CsrSource {
 
     /// The integer type of the stored indices.
     #[must_use]
-    pub fn index_kind(&self) -> IntKind {
+    pub fn index_kind(&self) -> ElemType {
         self.index_kind
     }
 
@@ -195,7 +196,7 @@ impl CsrSource {
         let mut data = vec![0u8; n * es];
         hint(data.as_ptr(), data.len());
         let indices_key = self.indices.path();
-        let read_indices = |out: &mut [u8], out_kind: IntKind| -> Result<()> {
+        let read_indices = |out: &mut [u8], out_kind: ElemType| -> Result<()> {
             if self.index_kind == out_kind {
                 self.indices.read_runs(store, &runs, out)?;
                 check_range("stored indices", out_kind, out, self.minor)
@@ -213,12 +214,12 @@ impl CsrSource {
                     if wide {
                         let mut v = vec![0i64; n];
                         hint(v.as_ptr().cast(), std::mem::size_of_val(v.as_slice()));
-                        read_indices(as_bytes_mut(&mut v), IntKind::I64)?;
+                        read_indices(as_bytes_mut(&mut v), ElemType::I64)?;
                         Ok(IndexVec::I64(v))
                     } else {
                         let mut v = vec![0i32; n];
                         hint(v.as_ptr().cast(), std::mem::size_of_val(v.as_slice()));
-                        read_indices(as_bytes_mut(&mut v), IntKind::I32)?;
+                        read_indices(as_bytes_mut(&mut v), ElemType::I32)?;
                         Ok(IndexVec::I32(v))
                     }
                 },

@@ -7,9 +7,9 @@ pub mod gather;
 pub mod ints;
 pub mod stream;
 
+pub use crate::dtype::ElemType;
 pub use array1d::Array1d;
 pub use gather::{CsrSource, Gathered, Major, filter_minor, read_indptr};
-pub use ints::IntKind;
 pub use stream::{CsrWriter, IntsIn, write_matrix};
 
 /// Metadata of a sharded one-dimensional test array (zstd inner chunks, crc32c index).

@@ -3,16 +3,17 @@
 
 use super::array1d::Array1d;
 use super::gather::int_kind;
-use super::ints::{IntKind, check_range, convert_checked, indptr_values};
+use super::ints::{check_range, convert_checked, indptr_values};
+use crate::dtype::ElemType;
 use crate::error::{Error, Result};
 use crate::runtime::run_in_pool;
 use crate::store::Store;
 
 /// An integer array from the caller: its type and native-order bytes.
-pub type IntsIn<'a> = (IntKind, &'a [u8]);
+pub type IntsIn<'a> = (ElemType, &'a [u8]);
 
 /// `values` (u64) as native-order bytes of `kind`, checking that the largest fits.
-fn encode_ints(what: &str, values: &[u64], kind: IntKind) -> Result<Vec<u8>> {
+fn encode_ints(what: &str, values: &[u64], kind: ElemType) -> Result<Vec<u8>> {
     if let Some(&m) = values.iter().max()
         && m > kind.max_value()
     {
@@ -27,7 +28,7 @@ fn encode_ints(what: &str, values: &[u64], kind: IntKind) -> Result<Vec<u8>> {
 
 /// Indices from the caller in the stored type, checked to be below `minor` (borrowed when no
 /// conversion is needed).
-fn stored_indices<'a>(input: IntsIn<'a>, stored: IntKind, minor: u64) -> Result<std::borrow::Cow<'a, [u8]>> {
+fn stored_indices<'a>(input: IntsIn<'a>, stored: ElemType, minor: u64) -> Result<std::borrow::Cow<'a, [u8]>> {
     let (kind, bytes) = input;
     if kind == stored {
         check_range("indices", kind, bytes, minor).map_err(Error::into_input_error)?;
@@ -120,7 +121,7 @@ pub fn write_matrix(
 pub struct CsrWriter {
     data: Array1d,
     indices: Array1d,
-    index_kind: IntKind,
+    index_kind: ElemType,
     minor: u64,
     indptr: Vec<u64>,
     data_done: u64,
@@ -286,7 +287,7 @@ mod tests {
         let mut w = CsrWriter::new(d, i, 20, vec![0], 2).unwrap();
         for part in rows[..200].chunks(37) {
             let (p, ind, val) = block(part);
-            w.append(&store, (IntKind::I64, &bytes(&p)), (IntKind::I64, &bytes(&ind)), &bytes(&val)).unwrap();
+            w.append(&store, (ElemType::I64, &bytes(&p)), (ElemType::I64, &bytes(&ind)), &bytes(&val)).unwrap();
         }
         let ptr = w.finish(&store).unwrap().to_vec();
         assert_eq!(ptr.len(), 201);
@@ -296,8 +297,8 @@ mod tests {
         let (p, ind, val) = block(&rows[200..]);
         // A bad block is refused and changes nothing.
         let bad: Vec<i64> = ind.iter().map(|&j| j + 100).collect();
-        assert!(w.append(&store, (IntKind::I64, &bytes(&p)), (IntKind::I64, &bytes(&bad)), &bytes(&val)).is_err());
-        w.append(&store, (IntKind::I64, &bytes(&p)), (IntKind::I64, &bytes(&ind)), &bytes(&val)).unwrap();
+        assert!(w.append(&store, (ElemType::I64, &bytes(&p)), (ElemType::I64, &bytes(&bad)), &bytes(&val)).is_err());
+        w.append(&store, (ElemType::I64, &bytes(&p)), (ElemType::I64, &bytes(&ind)), &bytes(&val)).unwrap();
         let ptr = w.finish(&store).unwrap().to_vec();
         let (d, i) = open(ptr[300]);
         let src = CsrSource::new(d, i, ptr, 20, 2).unwrap();
@@ -323,13 +324,14 @@ mod tests {
         for (ptr, err) in
             [(vec![0i32, 2, 1], "decreases"), (vec![1i32, 2, 3], "start at 0"), (vec![0i32, 2, 2], "ends at 2"), (vec![-1i32, 2, 3], "negative")]
         {
-            let e = write_matrix(&store, &data, &indices, &indptr, (IntKind::I32, &bytes(&ptr)), (IntKind::I32, &ind), &vals, 5, 2).unwrap_err();
+            let e = write_matrix(&store, &data, &indices, &indptr, (ElemType::I32, &bytes(&ptr)), (ElemType::I32, &ind), &vals, 5, 2).unwrap_err();
             assert!(e.to_string().contains(err), "{e}");
         }
-        let e = write_matrix(&store, &data, &indices, &indptr, (IntKind::I32, &bytes(&[0i32, 2, 3])), (IntKind::I32, &ind), &vals, 4, 2).unwrap_err();
+        let e =
+            write_matrix(&store, &data, &indices, &indptr, (ElemType::I32, &bytes(&[0i32, 2, 3])), (ElemType::I32, &ind), &vals, 4, 2).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("out of range"), "{e}");
         assert!(!dir.exists(), "nothing may be written for invalid input");
-        write_matrix(&store, &data, &indices, &indptr, (IntKind::I32, &bytes(&[0i32, 2, 3])), (IntKind::I32, &ind), &vals, 5, 2).unwrap();
+        write_matrix(&store, &data, &indices, &indptr, (ElemType::I32, &bytes(&[0i32, 2, 3])), (ElemType::I32, &ind), &vals, 5, 2).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

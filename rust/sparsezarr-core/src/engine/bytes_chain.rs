@@ -162,17 +162,7 @@ impl BytesChain {
         match stage {
             Stage::Zstd { .. } => zstd_decode(&bytes).map(Cow::Owned),
             Stage::Crc32c => {
-                if bytes.len() < 4 {
-                    return Err(codec_err("crc32c: value shorter than its checksum"));
-                }
-                let n = bytes.len() - 4;
-                if self.validate_checksums {
-                    let stored = u32::from_le_bytes(bytes[n..].try_into().unwrap_or_default());
-                    let actual = crc32c::crc32c(&bytes[..n]);
-                    if stored != actual {
-                        return Err(codec_err(format!("crc32c checksum mismatch (stored {stored:#010x}, computed {actual:#010x})")));
-                    }
-                }
+                let n = crc32c_body(&bytes, self.validate_checksums)?.len();
                 Ok(match bytes {
                     Cow::Borrowed(b) => Cow::Borrowed(&b[..n]),
                     Cow::Owned(mut v) => {
@@ -195,9 +185,8 @@ impl BytesChain {
             bytes = match stage {
                 Stage::Zstd { level, checksum } => Cow::Owned(zstd_encode(&bytes, *level, *checksum)?),
                 Stage::Crc32c => {
-                    let crc = crc32c::crc32c(&bytes);
                     let mut v = bytes.into_owned();
-                    v.extend_from_slice(&crc.to_le_bytes());
+                    crc32c_append(&mut v);
                     Cow::Owned(v)
                 }
                 Stage::Zarrs { codec, .. } => codec.encode(bytes, &self.codec_options).map_err(|e| Error::encode("", e))?,
@@ -244,52 +233,42 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> Result<R>
 
 /// Decompress a zstd frame into exactly `dst`.
 fn zstd_decode_into(src: &[u8], dst: &mut [u8]) -> Result<()> {
-    use zstd::zstd_safe;
-    match zstd_safe::get_frame_content_size(src) {
-        Ok(Some(n)) if n as usize == dst.len() => {}
-        Ok(Some(n)) => return Err(codec_err(format!("zstd: frame holds {n} bytes, expected {}", dst.len()))),
-        Ok(None) => {
-            // No size in the frame header: decode in general and check.
-            let v = zstd_decode(src)?;
-            if v.len() != dst.len() {
-                return Err(codec_err(format!("zstd: decoded {} bytes, expected {}", v.len(), dst.len())));
-            }
-            dst.copy_from_slice(&v);
-            return Ok(());
-        }
-        Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
-    }
-    let r = ZSTD_D.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
-        ctx.decompress(dst, src)
-    });
-    match r {
-        Ok(got) if got == dst.len() => Ok(()),
-        Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {}", dst.len()))),
-        Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
-    }
+    let expected = dst.len();
+    zstd_decode_exact(src, expected, dst, |d, v| d.copy_from_slice(&v))
 }
 
 /// Decompress a zstd frame of `expected` decoded bytes into `out` (reusing its allocation, without
 /// initialising it first).
 fn zstd_decode_vec(src: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.reserve(expected);
+    zstd_decode_exact(src, expected, out, |o, v| *o = v)
+}
+
+/// The one zstd decoder for values of a known decoded size: the frame must say it holds
+/// `expected` bytes (a header claiming more is refused before anything is allocated), and the
+/// thread's reused context decodes it straight into `out`. Frames without a size go through
+/// [`zstd_decode`] and must come out at `expected` bytes; `fill` puts them into `out`.
+fn zstd_decode_exact<B: zstd::zstd_safe::WriteBuf + ?Sized>(
+    src: &[u8],
+    expected: usize,
+    out: &mut B,
+    fill: impl FnOnce(&mut B, Vec<u8>),
+) -> Result<()> {
     use zstd::zstd_safe;
     match zstd_safe::get_frame_content_size(src) {
-        Ok(Some(n)) if n as usize == expected => {}
+        Ok(Some(n)) if n == expected as u64 => {}
         Ok(Some(n)) => return Err(codec_err(format!("zstd: frame holds {n} bytes, expected {expected}"))),
         Ok(None) => {
             let v = zstd_decode(src)?;
             if v.len() != expected {
                 return Err(codec_err(format!("zstd: decoded {} bytes, expected {expected}", v.len())));
             }
-            *out = v;
+            fill(out, v);
             return Ok(());
         }
         Err(_) => return Err(codec_err("zstd: not a zstd frame (corrupt data?)")),
     }
-    out.clear();
-    out.reserve(expected);
     let r = ZSTD_D.with(|cell| {
         let mut guard = cell.borrow_mut();
         let ctx = guard.get_or_insert_with(zstd_safe::DCtx::create);
@@ -300,6 +279,32 @@ fn zstd_decode_vec(src: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<()>
         Ok(got) => Err(codec_err(format!("zstd: decoded {got} bytes, expected {expected}"))),
         Err(code) => Err(codec_err(format!("zstd: {}", zstd_safe::get_error_name(code)))),
     }
+}
+
+/// The body of a value that ends in its little-endian crc32c (the `crc32c` codec's layout, also
+/// used by shard indexes), checked if `validate`.
+///
+/// # Errors
+/// [`Error::Decode`] (without a key) for a value shorter than its checksum or a mismatch.
+pub(crate) fn crc32c_body(bytes: &[u8], validate: bool) -> Result<&[u8]> {
+    if bytes.len() < 4 {
+        return Err(codec_err("crc32c: value shorter than its checksum"));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 4);
+    if validate {
+        let stored = u32::from_le_bytes(tail.try_into().unwrap_or_default());
+        let actual = crc32c::crc32c(body);
+        if stored != actual {
+            return Err(codec_err(format!("crc32c checksum mismatch (stored {stored:#010x}, computed {actual:#010x})")));
+        }
+    }
+    Ok(body)
+}
+
+/// Append the little-endian crc32c of `v` to it.
+pub(crate) fn crc32c_append(v: &mut Vec<u8>) {
+    let crc = crc32c::crc32c(v);
+    v.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// Largest decompressed size trusted from a frame header without other evidence (16 GiB).

@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use zarrs::array::FillValue;
 use zarrs::metadata::v3::MetadataV3;
 
+use crate::engine::bytes_chain::{crc32c_append, crc32c_body};
 use crate::engine::index_cache::IndexCache;
 use crate::engine::repr::{ArrayRepr, EngineOptions, codecs_from_json};
 use crate::error::{Error, Result};
@@ -256,14 +257,8 @@ impl ShardLayout {
         let entries: Vec<u64> = match &self.index {
             IndexPlan::Native { crc } => {
                 let body = if *crc {
-                    let n = bytes.len() - 4;
-                    if self.options.validate_checksums {
-                        let stored = u32::from_le_bytes(bytes[n..].try_into().unwrap_or_default());
-                        if stored != crc32c::crc32c(&bytes[..n]) {
-                            return Err(Error::decode(key, "shard index checksum mismatch (corrupt shard?)"));
-                        }
-                    }
-                    &bytes[..n]
+                    crc32c_body(bytes, self.options.validate_checksums)
+                        .map_err(|_| Error::decode(key, "shard index checksum mismatch (corrupt shard?)"))?
                 } else {
                     bytes
                 };
@@ -294,8 +289,7 @@ impl ShardLayout {
                     v.extend_from_slice(&e.to_le_bytes());
                 }
                 if *crc {
-                    let c = crc32c::crc32c(&v);
-                    v.extend_from_slice(&c.to_le_bytes());
+                    crc32c_append(&mut v);
                 }
                 Ok(v)
             }

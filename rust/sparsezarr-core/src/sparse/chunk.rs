@@ -21,10 +21,10 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use zarrs::array::{BytesRepresentation, DataType};
+use zarrs::array::BytesRepresentation;
 use zarrs::metadata::v3::MetadataV3;
-use zarrs::plugin::ExtensionName;
 
+use crate::dtype::ElemType;
 use crate::engine::bytes_chain::BytesChain;
 use crate::engine::codec::EngineOptions;
 use crate::error::{Error, Result};
@@ -62,153 +62,6 @@ impl SparseCodecConfig {
         }
         Ok(cfg)
     }
-}
-
-/// Element types of sparse values: what the engine needs to compare with the fill value and to
-/// sum duplicate entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum ElemType {
-    Bool,
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    F16,
-    F32,
-    F64,
-    C64,
-    C128,
-}
-
-impl ElemType {
-    /// The element type of a zarrs data type.
-    ///
-    /// # Errors
-    /// Returns [`Error::Unsupported`] for data types sparse arrays do not hold.
-    pub fn from_data_type(dt: &DataType) -> Result<Self> {
-        let name = dt.name_v3().map(Cow::into_owned).unwrap_or_default();
-        Ok(match name.as_str() {
-            "bool" => Self::Bool,
-            "int8" => Self::I8,
-            "int16" => Self::I16,
-            "int32" => Self::I32,
-            "int64" => Self::I64,
-            "uint8" => Self::U8,
-            "uint16" => Self::U16,
-            "uint32" => Self::U32,
-            "uint64" => Self::U64,
-            "float16" => Self::F16,
-            "float32" => Self::F32,
-            "float64" => Self::F64,
-            "complex64" => Self::C64,
-            "complex128" => Self::C128,
-            other => return Err(Error::Unsupported(format!("sparse arrays of data type {other:?}"))),
-        })
-    }
-
-    /// Size in bytes.
-    #[must_use]
-    pub fn size(self) -> usize {
-        match self {
-            Self::Bool | Self::I8 | Self::U8 => 1,
-            Self::I16 | Self::U16 | Self::F16 => 2,
-            Self::I32 | Self::U32 | Self::F32 => 4,
-            Self::I64 | Self::U64 | Self::F64 | Self::C64 => 8,
-            Self::C128 => 16,
-        }
-    }
-
-    /// Byte-swap unit (for big-endian encodings).
-    #[must_use]
-    pub fn swap_unit(self) -> usize {
-        match self {
-            Self::C64 => 4,
-            Self::C128 => 8,
-            _ => self.size(),
-        }
-    }
-
-    /// Whether the native-order element `e` equals `fill` (numerically for floats: -0.0 equals 0.0).
-    #[must_use]
-    #[inline]
-    pub fn equals(self, e: &[u8], fill: &[u8]) -> bool {
-        let f32_eq =
-            |a: &[u8], b: &[u8]| f32::from_ne_bytes(a.try_into().unwrap_or_default()) == f32::from_ne_bytes(b.try_into().unwrap_or_default());
-        let f64_eq =
-            |a: &[u8], b: &[u8]| f64::from_ne_bytes(a.try_into().unwrap_or_default()) == f64::from_ne_bytes(b.try_into().unwrap_or_default());
-        match self {
-            Self::F32 => f32_eq(e, fill),
-            Self::F64 => f64_eq(e, fill),
-            Self::C64 => f32_eq(&e[..4], &fill[..4]) && f32_eq(&e[4..], &fill[4..]),
-            Self::C128 => f64_eq(&e[..8], &fill[..8]) && f64_eq(&e[8..], &fill[8..]),
-            Self::F16 => {
-                let (a, b) = (u16::from_ne_bytes([e[0], e[1]]), u16::from_ne_bytes([fill[0], fill[1]]));
-                a == b || (a & 0x7fff == 0 && b & 0x7fff == 0)
-            }
-            _ => e == fill,
-        }
-    }
-
-    /// Whether the native-order element is NaN (for floats).
-    #[must_use]
-    pub fn is_nan(self, e: &[u8]) -> bool {
-        match self {
-            Self::F32 => f32::from_ne_bytes(e.try_into().unwrap_or_default()).is_nan(),
-            Self::F64 => f64::from_ne_bytes(e.try_into().unwrap_or_default()).is_nan(),
-            Self::C64 => self_nan32(&e[..4]) || self_nan32(&e[4..]),
-            Self::C128 => {
-                f64::from_ne_bytes(e[..8].try_into().unwrap_or_default()).is_nan()
-                    || f64::from_ne_bytes(e[8..].try_into().unwrap_or_default()).is_nan()
-            }
-            Self::F16 => {
-                let v = u16::from_ne_bytes([e[0], e[1]]);
-                v & 0x7c00 == 0x7c00 && v & 0x03ff != 0
-            }
-            _ => false,
-        }
-    }
-
-    /// `acc += e` (native order; integers wrap, booleans or).
-    pub fn add_assign(self, acc: &mut [u8], e: &[u8]) {
-        macro_rules! int {
-            ($t:ty) => {{
-                let v =
-                    <$t>::from_ne_bytes(acc[..].try_into().unwrap_or_default()).wrapping_add(<$t>::from_ne_bytes(e.try_into().unwrap_or_default()));
-                acc.copy_from_slice(&v.to_ne_bytes());
-            }};
-        }
-        macro_rules! float {
-            ($t:ty, $n:expr) => {{
-                for (a, b) in acc.chunks_exact_mut($n).zip(e.chunks_exact($n)) {
-                    let v = <$t>::from_ne_bytes(a[..].try_into().unwrap_or_default()) + <$t>::from_ne_bytes(b.try_into().unwrap_or_default());
-                    a.copy_from_slice(&v.to_ne_bytes());
-                }
-            }};
-        }
-        match self {
-            Self::Bool => acc[0] = u8::from(acc[0] != 0 || e[0] != 0),
-            Self::I8 | Self::U8 => acc[0] = acc[0].wrapping_add(e[0]),
-            Self::I16 | Self::U16 => int!(u16),
-            Self::I32 | Self::U32 => int!(u32),
-            Self::I64 | Self::U64 => int!(u64),
-            Self::F16 => {
-                let a = half::f16::from_ne_bytes([acc[0], acc[1]]);
-                let b = half::f16::from_ne_bytes([e[0], e[1]]);
-                acc.copy_from_slice(&(a + b).to_ne_bytes());
-            }
-            Self::F32 | Self::C64 => float!(f32, 4),
-            Self::F64 | Self::C128 => float!(f64, 8),
-        }
-    }
-}
-
-fn self_nan32(b: &[u8]) -> bool {
-    f32::from_ne_bytes(b.try_into().unwrap_or_default()).is_nan()
 }
 
 /// Width in bytes of chunk-local coordinates for chunks of `shape`.

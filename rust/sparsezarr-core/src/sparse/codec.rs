@@ -17,7 +17,8 @@ use zarrs::metadata::Configuration;
 use zarrs::metadata::v3::MetadataV3;
 use zarrs::plugin::{PluginCreateError, ZarrVersion};
 
-use super::chunk::{ElemType, SparseChunkCodec, SparseCodecConfig};
+use super::chunk::{SparseChunkCodec, SparseCodecConfig};
+use crate::dtype::ElemType;
 use crate::engine::codec::EngineOptions;
 
 /// A chunk codec built for (chunk shape, data type, fill value).

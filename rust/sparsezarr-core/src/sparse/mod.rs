@@ -8,7 +8,8 @@
 pub mod chunk;
 pub mod codec;
 
-pub use chunk::{CODEC_NAME, ElemType, SparseChunk, SparseChunkCodec, SparseCodecConfig};
+pub use crate::dtype::ElemType;
+pub use chunk::{CODEC_NAME, SparseChunk, SparseChunkCodec, SparseCodecConfig};
 pub mod array;
 
 pub use array::{ChunkKeys, Duplicates, Indices, ReadFormat, SparseArray, SparseInput, SparseResult};

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use zarrs::array::{ArrayMetadata, DataType};
 
 use crate::csr::gather::{Gathered, Major};
-use crate::csr::ints::{IntKind, check_range, convert_checked};
+use crate::csr::ints::{check_range, convert_checked};
+use crate::dtype::ElemType;
 use crate::engine::codec::ValueSource;
 use crate::engine::selection::{DimSel, Run, Selection};
 use crate::engine::strided::{RawView, fill_selection};
@@ -639,7 +640,7 @@ impl VirtualArray {
         let wide = total > i32::MAX as u64 || n_minor > i32::MAX as u64;
         let n = usize::try_from(total).map_err(|_| Error::InvalidArgument("result too large".into()))?;
         let es = self.fill.len();
-        let out_kind = if wide { IntKind::I64 } else { IntKind::I32 };
+        let out_kind = if wide { ElemType::I64 } else { ElemType::I32 };
         let mut data = vec![0u8; n * es];
         let mut ind = vec![0u8; n * out_kind.size()];
         if huge_pages {

@@ -8,12 +8,13 @@
 
 use zarrs::array::DataType;
 
-use super::chunk::{CODEC_NAME, ElemType, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
+use super::chunk::{CODEC_NAME, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
+use crate::dtype::ElemType;
 use crate::engine::Concurrency;
 use crate::engine::codec::{Encoded, EngineOptions, index_codec};
 use crate::engine::index_cache::IndexCache;
 use crate::engine::selection::DimSel;
-use crate::engine::shard_index::ShardLayout;
+use crate::engine::shard_index::{ShardLayout, c_coords};
 use crate::error::{Error, Result};
 use crate::metadata::ArrayMeta;
 pub use crate::metadata::ChunkKeys;
@@ -332,21 +333,10 @@ impl SparseArray {
     // --------------------------------------------------------------------------------------------
 }
 
+/// Element strides of a C-ordered array of `shape`.
+#[allow(clippy::cast_sign_loss)]
 fn c_strides(shape: &[u64]) -> Vec<u64> {
-    let mut s = vec![1u64; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
-}
-
-fn unravel(mut lin: u64, grid: &[u64]) -> Vec<u64> {
-    let mut c = vec![0; grid.len()];
-    for d in (0..grid.len()).rev() {
-        c[d] = lin % grid[d];
-        lin /= grid[d];
-    }
-    c
+    crate::engine::strided::c_strides(shape, 1).into_iter().map(|s| s as u64).collect()
 }
 
 fn take(chunk: &SparseChunk, keep: &[usize], ndim: usize, es: usize) -> SparseChunk {

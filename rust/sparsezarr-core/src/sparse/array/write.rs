@@ -64,7 +64,7 @@ impl SparseArray {
             None => Source::Buckets(entries.bucket(start, &self.inner, &first, &rgrid, nbuckets)?),
         };
         let fresh = |b: usize| -> Result<SparseChunk> {
-            let rc = unravel(b as u64, &rgrid);
+            let rc = c_coords(b as u64, &rgrid);
             let origin: Vec<u64> = rc.iter().zip(&first).zip(&self.inner).map(|((&r, &f), &c)| (r + f) * c).collect();
             match &source {
                 Source::Csr(csr) => Ok(self.csr_chunk(entries, csr, start, shape, &origin)),
@@ -82,7 +82,7 @@ impl SparseArray {
         };
         let mut outers: HashMap<Vec<u64>, Vec<usize>> = HashMap::new();
         for b in 0..nbuckets {
-            outers.entry(group(&unravel(b as u64, &rgrid))).or_default().push(b);
+            outers.entry(group(&c_coords(b as u64, &rgrid))).or_default().push(b);
         }
         let mut outers: Vec<(Vec<u64>, Vec<usize>)> = outers.into_iter().collect();
         outers.sort();
@@ -106,7 +106,7 @@ impl SparseArray {
                 None => None,
             };
             for &b in members {
-                let rc = unravel(b as u64, &rgrid);
+                let rc = c_coords(b as u64, &rgrid);
                 let gc: Vec<u64> = rc.iter().zip(&first).map(|(&r, &f)| r + f).collect();
                 let origin: Vec<u64> = gc.iter().zip(&self.inner).map(|(&g, &c)| g * c).collect();
                 if box_covers(&origin, &self.inner) {
@@ -145,7 +145,7 @@ impl SparseArray {
                 None => encode_chunk(members[0])?.map(Encoded::single),
                 Some(l) => {
                     let changes: Vec<(usize, Option<Vec<u8>>)> = try_map(members, |&b| {
-                        let rc = unravel(b as u64, &rgrid);
+                        let rc = c_coords(b as u64, &rgrid);
                         let local: Vec<u64> = rc.iter().zip(&first).zip(l.grid()).map(|((&r, &f), &g)| (r + f) % g).collect();
                         Ok((l.linear(&local), encode_chunk(b)?))
                     })?;

@@ -261,6 +261,47 @@ fn self_nan32(b: &[u8]) -> bool {
     f32::from_ne_bytes(b.try_into().unwrap_or_default()).is_nan()
 }
 
+/// Integer arrays of a result: 32-bit where every value fits (as scipy prefers), 64-bit otherwise.
+#[derive(Debug, Clone)]
+pub enum IndexVec {
+    /// 32-bit values.
+    I32(Vec<i32>),
+    /// 64-bit values.
+    I64(Vec<i64>),
+}
+
+impl Default for IndexVec {
+    fn default() -> Self {
+        Self::I64(Vec::new())
+    }
+}
+
+impl IndexVec {
+    /// Value `i` (for tests and small uses).
+    #[must_use]
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            Self::I32(v) => i64::from(v[i]),
+            Self::I64(v) => v[i],
+        }
+    }
+
+    /// Number of values.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::I32(v) => v.len(),
+            Self::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Whether every element of `chunk` (native byte order) equals `fill`, with zarr-python's rules:
 /// a NaN fill value matches any NaN, otherwise elements are compared bit for bit.
 #[must_use]
@@ -289,6 +330,12 @@ pub fn bytes_all_equal(buf: &[u8], pattern: &[u8]) -> bool {
         return buf.iter().all(|&x| x == b);
     }
     buf.chunks_exact(pattern.len()).all(|c| c == pattern)
+}
+
+/// The v3 name of a data type (e.g. `float32`).
+#[must_use]
+pub fn data_type_name(dt: &DataType) -> String {
+    dt.name_v3().map_or_else(|| dt.to_string(), |n| n.into_owned())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod csr;
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod index_cache;
 pub mod metadata;
 pub mod mtx;
 pub mod runtime;

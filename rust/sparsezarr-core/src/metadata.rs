@@ -14,7 +14,7 @@ use std::sync::Arc;
 use zarrs::array::{Array, ArrayMetadata, CodecMetadataOptions, DataType, FillValue};
 use zarrs::metadata::v3::MetadataV3;
 
-use crate::engine::repr::data_type_name;
+use crate::dtype::data_type_name;
 use crate::error::{Error, Result};
 
 /// How chunk grid coordinates become store keys: the array's key prefix (its path in the store

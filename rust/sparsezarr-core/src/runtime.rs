@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::engine::index_cache::IndexCache;
 use crate::error::{Error, Result};
+use crate::index_cache::IndexCache;
 
 /// Thread pools and caches of one process.
 pub struct Runtime {

@@ -11,9 +11,9 @@ use rayon::prelude::*;
 use super::array1d::Array1d;
 use super::ints::{check_range, convert_checked, indptr_values};
 use crate::dtype::ElemType;
+use crate::dtype::IndexVec;
 use crate::error::{Error, Result};
 use crate::runtime::{in_pool, run_in_pool};
-use crate::sparse::array::IndexVec;
 use crate::store::Store;
 
 /// Rows to gather.

@@ -14,13 +14,13 @@ use zarrs::array::{ArrayBytes, ArrayToArrayCodecTraits, ArrayToBytesCodecTraits,
 pub use zarrs::metadata::v3::MetadataV3;
 
 use crate::engine::bytes_chain::{BytesChain, with_scratch};
-use crate::engine::index_cache::IndexCache;
 use crate::engine::repr::codec_err;
 pub use crate::engine::repr::{ArrayRepr, EngineOptions, codecs_from_json, data_type_name};
 use crate::engine::selection::Selection;
 use crate::engine::shard_index::{IndexCodec, ShardLayout};
 use crate::engine::strided::{Direction, RawView, byteswap, copy_selection, fill_buffer, fill_selection};
 use crate::error::{Error, Result};
+use crate::index_cache::IndexCache;
 use crate::runtime::try_map;
 pub use crate::store::Encoded;
 use crate::store::{ByteRange, BytesValue, ValueReader};

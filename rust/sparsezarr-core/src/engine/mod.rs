@@ -11,7 +11,6 @@
 
 pub mod bytes_chain;
 pub mod codec;
-pub mod index_cache;
 pub mod repr;
 pub mod selection;
 pub mod shard_index;
@@ -26,10 +25,10 @@ use zarrs::array::{DataType, FillValue};
 use zarrs::metadata::v3::MetadataV3;
 
 use crate::engine::codec::{ArrayRepr, CodecPlan, Encoded, EngineOptions, ValueSource};
-use crate::engine::index_cache::IndexCache;
 use crate::engine::selection::Selection;
 use crate::engine::strided::{RawView, byteswap, fill_selection};
 use crate::error::{Error, Result};
+use crate::index_cache::IndexCache;
 use crate::metadata::ArrayMeta;
 use crate::runtime::run_in_pool;
 use crate::store::{Prefetched, Store, WriteMode};

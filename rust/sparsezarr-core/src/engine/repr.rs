@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 use zarrs::array::{DataType, FillValue};
 use zarrs::metadata::v3::MetadataV3;
 
+pub use crate::dtype::data_type_name;
 use crate::error::{Error, Result};
 
 /// Options that affect decoding and encoding.
@@ -76,10 +77,4 @@ pub(crate) fn codec_err(e: impl std::fmt::Display) -> Error {
 /// Returns [`Error::InvalidMetadata`] if the JSON is not a codec list.
 pub fn codecs_from_json(value: &serde_json::Value) -> Result<Vec<MetadataV3>> {
     serde_json::from_value(value.clone()).map_err(|e| Error::InvalidMetadata(format!("codec list: {e}")))
-}
-
-/// The v3 name of a data type (e.g. `float32`).
-#[must_use]
-pub fn data_type_name(dt: &DataType) -> String {
-    dt.name_v3().map_or_else(|| dt.to_string(), |n| n.into_owned())
 }

@@ -21,9 +21,9 @@ use zarrs::array::FillValue;
 use zarrs::metadata::v3::MetadataV3;
 
 use crate::engine::bytes_chain::{crc32c_append, crc32c_body};
-use crate::engine::index_cache::IndexCache;
 use crate::engine::repr::{ArrayRepr, EngineOptions, codecs_from_json};
 use crate::error::{Error, Result};
+use crate::index_cache::IndexCache;
 use crate::runtime::try_for_each;
 use crate::store::{ByteRange, Encoded, ValueReader};
 

@@ -10,12 +10,13 @@ use zarrs::array::DataType;
 
 use super::chunk::{CODEC_NAME, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
 use crate::dtype::ElemType;
+pub use crate::dtype::IndexVec;
 use crate::engine::Concurrency;
 use crate::engine::codec::{Encoded, EngineOptions, index_codec};
-use crate::engine::index_cache::IndexCache;
 use crate::engine::selection::DimSel;
 use crate::engine::shard_index::{ShardLayout, c_coords};
 use crate::error::{Error, Result};
+use crate::index_cache::IndexCache;
 use crate::metadata::ArrayMeta;
 pub use crate::metadata::ChunkKeys;
 use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map, try_map_owned};
@@ -55,47 +56,6 @@ pub enum ReadFormat {
     Coo,
     /// For 2-d regions: only column indices in `coords`, with `row_offsets` (CSR).
     Csr,
-}
-
-/// Integer arrays of a result: 32-bit where every value fits (as scipy prefers), 64-bit otherwise.
-#[derive(Debug, Clone)]
-pub enum IndexVec {
-    /// 32-bit values.
-    I32(Vec<i32>),
-    /// 64-bit values.
-    I64(Vec<i64>),
-}
-
-impl Default for IndexVec {
-    fn default() -> Self {
-        Self::I64(Vec::new())
-    }
-}
-
-impl IndexVec {
-    /// Value `i` (for tests and small uses).
-    #[must_use]
-    pub fn get(&self, i: usize) -> i64 {
-        match self {
-            Self::I32(v) => i64::from(v[i]),
-            Self::I64(v) => v[i],
-        }
-    }
-
-    /// Number of values.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        match self {
-            Self::I32(v) => v.len(),
-            Self::I64(v) => v.len(),
-        }
-    }
-
-    /// Whether there are none.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The result of a read: entries of the region, canonical (C order, no duplicates).

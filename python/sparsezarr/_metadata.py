@@ -26,6 +26,8 @@ import numpy as np
 from sparsezarr._compat import regular_chunk_shape, sharding_index_location
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from zarr.abc.codec import Codec
     from zarr.core.array_spec import ArraySpec
     from zarr.core.metadata import ArrayMetadata
@@ -231,19 +233,8 @@ def engine_args(metadata: ArrayMetadata) -> tuple[str, dict[str, Any]] | Unsuppo
         doc["dtype"] = phys
         doc["fill_value"] = _v2_placeholder_fill(np.dtype(phys))
         return "v2", {"metadata_json": json.dumps(doc), "fill_bytes": fill_bytes(dtype, fill)}
-    codecs = codecs_json(metadata.codecs)
-    if isinstance(codecs, Unsupported):
-        return codecs
-    dtype = metadata.data_type.to_native_dtype()
-    phys = physical_data_type(dtype, codecs)
-    if isinstance(phys, Unsupported):
-        return phys
-    return "v3", {
-        "codecs_json": json.dumps(codecs),
-        "chunk_shape": list(chunk_shape),
-        "data_type_json": json.dumps(phys),
-        "fill_bytes": fill_bytes(dtype, metadata.fill_value),
-    }
+    parts = _parts_args(metadata.codecs, chunk_shape, metadata.data_type.to_native_dtype(), metadata.fill_value)
+    return parts if isinstance(parts, Unsupported) else ("v3", parts)
 
 
 def spec_engine_args(codecs: Any, spec: ArraySpec) -> dict[str, Any] | Unsupported:
@@ -253,23 +244,23 @@ def spec_engine_args(codecs: Any, spec: ArraySpec) -> dict[str, Any] | Unsupport
     custom = custom_codec(codecs)
     if custom is not None:
         return custom
-    cj = codecs_json(codecs)
-    if isinstance(cj, Unsupported):
-        return cj
-    dtype = spec.dtype.to_native_dtype()
-    phys = physical_data_type(dtype, cj)
-    if isinstance(phys, Unsupported):
-        return phys
     fill = spec.fill_value
     if fill is None:
         fill = spec.dtype.default_scalar()
+    return _parts_args(codecs, spec.shape, spec.dtype.to_native_dtype(), fill)
+
+
+def _parts_args(codecs: Any, chunk_shape: Iterable[int], dtype: np.dtype[Any], fill: Any) -> dict[str, Any] | Unsupported:
+    """``ArrayEngine.from_parts`` arguments: the codec chain as JSON, the chunk shape, the
+    physical data type the codecs see, and the fill value as native bytes (or why not)."""
+    cj = codecs_json(codecs)
+    if isinstance(cj, Unsupported):
+        return cj
+    phys = physical_data_type(dtype, cj)
+    if isinstance(phys, Unsupported):
+        return phys
     try:
         fb = fill_bytes(dtype, fill)
     except Exception as e:  # noqa: BLE001 - a fill value numpy cannot hold stays in Python
         return Unsupported(f"fill value {fill!r}: {e}")
-    return {
-        "codecs_json": json.dumps(cj),
-        "chunk_shape": list(spec.shape),
-        "data_type_json": json.dumps(phys),
-        "fill_bytes": fb,
-    }
+    return {"codecs_json": json.dumps(cj), "chunk_shape": list(chunk_shape), "data_type_json": json.dumps(phys), "fill_bytes": fb}

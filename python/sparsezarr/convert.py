@@ -241,6 +241,14 @@ def _attrs(x: Any) -> dict[str, Any]:
     return out
 
 
+def _copy_all(src: Any, store: Any, job: _Job) -> None:
+    """Copy the whole tree of ``src`` (an h5py file or a zarr group) to the root of ``store``."""
+    try:
+        _copy_tree(src, _root(store), job)
+    finally:
+        job.close()
+
+
 def _copy_tree(src: Any, dst: zarr.Group, job: _Job, prefix: str = "") -> None:
     """Copy an AnnData tree: compressed matrices stream through the CSR writer, containers are
     recreated, everything else goes through anndata's element reader and writer."""
@@ -358,12 +366,7 @@ def _from_h5ad(src: Path, store: Any, report: ConversionReport, options: dict[st
         total = _compressed_bytes(f)
         shape = _h5ad_shape(f)
         report.shape = shape
-        root = _root(store)
-        job = _Job(report, options, progress, total)
-        try:
-            _copy_tree(f, root, job)
-        finally:
-            job.close()
+        _copy_all(f, store, _Job(report, options, progress, total))
 
 
 def _compressed_bytes(f: Any) -> int:
@@ -419,12 +422,7 @@ def _from_zarr(src: Path, store: Any, report: ConversionReport, options: dict[st
         if shape is None:
             raise MetadataError(f"{src}: X has no 2-dimensional shape")
         report.shape = shape
-    root = _root(store)
-    job = _Job(report, options, progress, total)
-    try:
-        _copy_tree(g, root, job)
-    finally:
-        job.close()
+    _copy_all(g, store, _Job(report, options, progress, total))
 
 
 # -- 10x .h5 -------------------------------------------------------------------------------------

@@ -277,16 +277,45 @@ impl Default for IndexVec {
 }
 
 impl IndexVec {
-    /// Value `i` (for tests and small uses).
+    /// The values as a borrowed [`Indices`].
     #[must_use]
-    pub fn get(&self, i: usize) -> i64 {
+    pub fn view(&self) -> Indices<'_> {
         match self {
-            Self::I32(v) => i64::from(v[i]),
-            Self::I64(v) => v[i],
+            Self::I32(v) => Indices::I32(v),
+            Self::I64(v) => Indices::I64(v),
         }
     }
 
+    /// Value `i` (for tests and small uses).
+    #[must_use]
+    pub fn get(&self, i: usize) -> i64 {
+        self.view().get(i)
+    }
+
     /// Number of values.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.view().len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Integer index arrays as they come from numpy / scipy.
+#[derive(Debug, Clone, Copy)]
+pub enum Indices<'a> {
+    /// 32-bit indices.
+    I32(&'a [i32]),
+    /// 64-bit indices.
+    I64(&'a [i64]),
+}
+
+impl Indices<'_> {
+    /// Number of indices.
     #[must_use]
     pub fn len(&self) -> usize {
         match self {
@@ -299,6 +328,16 @@ impl IndexVec {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Value `k`.
+    #[inline]
+    #[must_use]
+    pub fn get(&self, k: usize) -> i64 {
+        match self {
+            Self::I32(v) => i64::from(v[k]),
+            Self::I64(v) => v[k],
+        }
     }
 }
 

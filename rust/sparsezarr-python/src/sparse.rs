@@ -55,12 +55,16 @@ fn indices<'a>(arr: &'a Bound<'_, PyUntypedArray>) -> PyResult<Indices<'a>> {
     let kind = arr.dtype().kind();
     let size = arr.dtype().itemsize();
     let ptr = arr.as_array_ptr();
-    // SAFETY: a contiguous 1-d numpy array of `len` elements of `size` bytes at `data`, kept
-    // alive by `arr` for 'a.
-    let data = unsafe { (*ptr).data };
+    // SAFETY: `ptr` is a live numpy array object, borrowed through `arr`.
+    let (data, flags) = unsafe { ((*ptr).data, (*ptr).flags) };
+    if flags & numpy::npyffi::NPY_ARRAY_ALIGNED == 0 {
+        return Err(PyValueError::new_err("index arrays must be aligned"));
+    }
     let n = arr.len();
     match (kind, size) {
+        // SAFETY: a contiguous, aligned 1-d array of `n` int32 at `data`, kept alive by `arr` for 'a.
         (b'i', 4) => Ok(Indices::I32(unsafe { std::slice::from_raw_parts(data.cast::<i32>().cast_const(), n) })),
+        // SAFETY: as above, int64.
         (b'i', 8) => Ok(Indices::I64(unsafe { std::slice::from_raw_parts(data.cast::<i64>().cast_const(), n) })),
         _ => Err(PyTypeError::new_err("index arrays must be int32 or int64")),
     }

@@ -10,7 +10,7 @@ use zarrs::array::DataType;
 
 use super::chunk::{CODEC_NAME, HEADER_LEN, RawChunk, SparseChunk, SparseChunkCodec, SparseCodecConfig, Width};
 use crate::dtype::ElemType;
-pub use crate::dtype::IndexVec;
+pub use crate::dtype::{IndexVec, Indices};
 use crate::engine::Concurrency;
 use crate::engine::codec::{Encoded, EngineOptions, index_codec};
 use crate::engine::selection::DimSel;
@@ -20,7 +20,7 @@ use crate::index_cache::IndexCache;
 use crate::metadata::ArrayMeta;
 pub use crate::metadata::ChunkKeys;
 use crate::runtime::{in_pool, run_in_pool, try_for_each, try_for_each_owned, try_map, try_map_owned};
-use crate::store::{ByteRange, Prefetched, Store, WriteMode};
+use crate::store::{ByteRange, Prefetched, Store, ValueReader, WriteMode};
 use crate::with_width;
 
 mod maps;
@@ -75,40 +75,6 @@ pub struct SparseResult {
     pub row_offsets: Option<IndexVec>,
     /// The coordinate format of `coords`.
     pub format: ReadFormat,
-}
-
-/// Integer index arrays as they come from numpy / scipy.
-#[derive(Debug, Clone, Copy)]
-pub enum Indices<'a> {
-    /// 32-bit indices.
-    I32(&'a [i32]),
-    /// 64-bit indices.
-    I64(&'a [i64]),
-}
-
-impl Indices<'_> {
-    /// Number of indices.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        match self {
-            Self::I32(v) => v.len(),
-            Self::I64(v) => v.len(),
-        }
-    }
-
-    /// Whether there are none.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    #[inline]
-    fn get(&self, k: usize) -> i64 {
-        match self {
-            Self::I32(v) => i64::from(v[k]),
-            Self::I64(v) => v[k],
-        }
-    }
 }
 
 /// Entries to write.
@@ -335,6 +301,22 @@ fn touched(sel: &DimSel, chunk: u64) -> Vec<u64> {
             g
         }
     }
+}
+
+/// The inner chunks of the shard at outer grid position `og` that a read touches: their linear
+/// index in the shard and their coordinates in its inner grid. `inner_per_dim` lists the touched
+/// inner chunks per dimension in the array's global inner grid.
+fn wanted_inner(layout: &ShardLayout, inner_per_dim: &[Vec<u64>], og: &[u64]) -> Vec<(usize, Vec<u64>)> {
+    let grid = layout.grid();
+    let ranges: Vec<Vec<u64>> =
+        inner_per_dim.iter().zip(og).zip(grid).map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect()).collect();
+    grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect()
+}
+
+/// Whether to read a whole shard rather than its touched inner chunks: when most of them are
+/// wanted, or when the shard is in memory already (no I/O either way).
+fn read_whole(layout: &ShardLayout, wanted: usize, value: &dyn ValueReader) -> bool {
+    wanted * 2 > layout.n_inner() || value.resident()
 }
 
 /// First index in `0..n` for which `pred` is false (`pred` true then false).

@@ -64,13 +64,11 @@ impl SparseArray {
         };
         // Inner chunks of this shard that the region touches.
         let grid = layout.grid();
-        let ranges: Vec<Vec<u64>> =
-            inner_per_dim.iter().zip(og).zip(grid).map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect()).collect();
-        let wanted: Vec<(usize, Vec<u64>)> = grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect();
+        let wanted = wanted_inner(layout, inner_per_dim, og);
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let whole = if wanted.len() * 2 > layout.n_inner() || value.resident() { Some(value.read_all()?) } else { None };
+        let whole = if read_whole(layout, wanted.len(), &*value) { Some(value.read_all()?) } else { None };
         let index: Arc<Vec<u64>> = match &whole {
             Some(b) => Arc::new(layout.index_from_bytes(&key, b)?),
             None => layout.load_index(&*value, cache)?,

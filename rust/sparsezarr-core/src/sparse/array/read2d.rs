@@ -180,14 +180,12 @@ impl SparseArray {
             return Ok(vec![Encoded2d { gr: og[0], gc: og[1], key, buf, start: 0, len }]);
         };
         let grid = layout.grid();
-        let ranges: Vec<Vec<u64>> =
-            inner_per_dim.iter().zip(og).zip(grid).map(|((t, &o), &g)| t.iter().copied().filter(|&i| i / g == o).map(|i| i % g).collect()).collect();
-        let wanted: Vec<(usize, Vec<u64>)> = grid_iter(&ranges).into_iter().map(|c| (layout.linear(&c), c)).collect();
+        let wanted = wanted_inner(layout, inner_per_dim, og);
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
         let grid_of = |local: &[u64]| (og[0] * grid[0] + local[0], og[1] * grid[1] + local[1]);
-        if wanted.len() * 2 > layout.n_inner() || value.resident() {
+        if read_whole(layout, wanted.len(), &*value) {
             // Most of the shard: read it once and keep the chunks as ranges of it.
             let buf = Arc::new(value.read_all()?.into_owned());
             let index = layout.index_from_bytes(&key, &buf)?;

@@ -260,7 +260,8 @@ pub trait Store: Send + Sync {
     }
 
     /// Store `value` (pieces written back to back) at `key` as `mode` allows; returns the new
-    /// version where the store has versions.
+    /// version where the store reports it without extra I/O (`FsStore`: conditional modes only,
+    /// so a plain overwrite costs no extra system call; `MemoryStore`: always).
     ///
     /// # Errors
     /// [`Error::ReadOnly`] for read-only stores, [`Error::Conflict`] when `mode`'s condition does

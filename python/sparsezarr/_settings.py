@@ -20,6 +20,10 @@ DEFAULTS: dict[str, Any] = {
     "codec_pipeline.coalesce_max_bytes": 16 * 1024 * 1024,
     "codec_pipeline.index_cache_bytes": 64 * 1024 * 1024,
     "codec_pipeline.inline_work_bytes": 1024 * 1024,
+    # Remote object stores: requests of one batch in flight at once (sized for latency), and the
+    # value size from which writes are multipart uploads.
+    "codec_pipeline.remote_max_in_flight": 64,
+    "codec_pipeline.multipart_threshold_bytes": 64 * 1024 * 1024,
 }
 
 
@@ -45,6 +49,8 @@ class Settings:
     coalesce_max_bytes: int
     index_cache_bytes: int
     inline_work_bytes: int
+    remote_max_in_flight: int = 64
+    multipart_threshold_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_config(cls) -> Settings:
@@ -57,6 +63,8 @@ class Settings:
             coalesce_max_bytes=int(_get("codec_pipeline.coalesce_max_bytes")),
             index_cache_bytes=int(_get("codec_pipeline.index_cache_bytes")),
             inline_work_bytes=int(_get("codec_pipeline.inline_work_bytes")),
+            remote_max_in_flight=int(_get("codec_pipeline.remote_max_in_flight")),
+            multipart_threshold_bytes=int(_get("codec_pipeline.multipart_threshold_bytes")),
         )
 
     def engine_kwargs(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from zarr.storage import LocalStore
 
 from sparsezarr import _lib
 from sparsezarr._compat import memory_mapping
+from sparsezarr._remote import logger, object_handle
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store as ZarrStore
@@ -29,7 +30,8 @@ def rust_store(store: ZarrStore) -> _lib.Store:
     """The one bridge from a zarr-python store to the Rust core.
 
     A ``LocalStore`` becomes a native local store (the core does its own I/O, without the GIL);
-    any other store is reached through four callables (``get_many``, ``set``, ``delete``,
+    an ``ObjectStore`` (obstore) or ``FsspecStore`` on S3, GCS, Azure or HTTP becomes a native
+    object store (``_remote.object_handle``; what cannot be mapped is logged); any other store is reached through four callables (``get_many``, ``set``, ``delete``,
     ``list``): a ``MemoryStore``'s dict directly, any other store through its async API. Reads
     through callables come in batches (the core fetches what an operation needs with one
     ``get_many`` call, which runs the store's reads concurrently); exceptions the store raises
@@ -37,6 +39,11 @@ def rust_store(store: ZarrStore) -> _lib.Store:
     """
     if type(store) is LocalStore:
         return _lib.Store.local(str(store.root), read_only=store.read_only)
+    remote = object_handle(store)
+    if isinstance(remote, _lib.Store):
+        return remote
+    if remote is not None:
+        logger.info("store %r is reached through zarr-python: %s", store, remote)
     proto = default_buffer_prototype()
     d = memory_mapping(store)
     if d is not None:

@@ -38,6 +38,7 @@ from zarr.registry import register_pipeline
 from sparsezarr import _lib
 from sparsezarr._compat import check_writable, ensure_open, is_local_store, memory_mapping
 from sparsezarr._metadata import EMPTY, Unsupported, custom_codec, engine_args, spec_engine_args
+from sparsezarr._remote import object_handle
 from sparsezarr._settings import Settings
 from sparsezarr._stores import rust_store
 from sparsezarr.errors import FallbackError, MetadataError, UnsupportedError
@@ -300,14 +301,16 @@ class Pipeline(CodecPipeline):
 
     async def _run(self, work_bytes: int, fn: Any, *args: Any) -> Any:
         """Run a Rust call inline when it is small, in a worker thread otherwise (so that the
-        event loop stays free for concurrent work)."""
-        if work_bytes <= self.settings.inline_work_bytes:
+        event loop stays free for concurrent work). Calls that wait on the network
+        (``work_bytes`` < 0) always run in a worker thread."""
+        if 0 <= work_bytes <= self.settings.inline_work_bytes:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
     def _native_target(self, batch: list[Any], array: object) -> tuple[_lib.ArrayEngine, Any, str] | str:
-        """The engine, the store and its route (``local``, ``memory`` or ``""`` for values zarr
-        fetches) for a batch, or why the batch falls back."""
+        """The engine, the store and its route (``local``, ``memory``, ``object`` with the Rust
+        object-store handle in place of the store, or ``""`` for values zarr fetches) for a
+        batch, or why the batch falls back."""
         spec = batch[0][1]
         if not _is_cpu(spec):
             return "non-CPU buffer prototype"
@@ -330,11 +333,16 @@ class Pipeline(CodecPipeline):
             return engine, store, "local"
         if memory_mapping(store) is not None:
             return engine, store, "memory"
-        return f"store {type(store).__name__} is not handled in Rust"
+        remote = object_handle(store)
+        if isinstance(remote, _lib.Store):
+            return engine, remote, "object"
+        return remote or f"store {type(store).__name__} is not handled in Rust"
 
     def _store_handle(self, store: Any, kind: str) -> _lib.Store:
         """The Rust view of ``store`` (see ``_stores.rust_store``); local handles are kept, so that
         the directories they created stay known."""
+        if kind == "object":
+            return cast(_lib.Store, store)
         if kind != "local":
             return rust_store(store)
         key = (str(store.root), store.read_only)
@@ -364,8 +372,11 @@ class Pipeline(CodecPipeline):
         swap = _swap_unit(out_arr.dtype)
         work = out_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
-        if kind in ("local", "memory"):
-            await ensure_open(store)
+        if kind in ("local", "memory", "object"):
+            if kind != "object":
+                await ensure_open(store)
+            if kind == "object":
+                work = -1
             present = await self._run(work, engine.read_store, self._store_handle(store, kind), batch, out_arr, axes, swap)
         else:
             values = await asyncio.gather(*(bg.get(prototype=spec.prototype) for bg, spec, *_ in batch))
@@ -393,9 +404,15 @@ class Pipeline(CodecPipeline):
         swap = _swap_unit(value_arr.dtype)
         work = value_arr.nbytes + len(batch) * engine.unit_bytes
         axes = list(drop_axes)
-        if kind in ("local", "memory"):
-            check_writable(store)
-            await ensure_open(store)
+        if kind in ("local", "memory", "object"):
+            if kind == "object":
+                if store.read_only:
+                    check_writable(getattr(batch[0][0], "store", None))
+            else:
+                check_writable(store)
+                await ensure_open(store)
+            if kind == "object":
+                work = -1
             await self._run(work, engine.write_store, self._store_handle(store, kind), batch, value_arr, axes, swap, write_empty)
         else:
             existing = await asyncio.gather(*(_none() if complete else bs.get(prototype=s.prototype) for bs, s, _, _, complete in batch))

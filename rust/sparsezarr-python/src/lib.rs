@@ -392,6 +392,7 @@ fn version() -> &'static str {
 fn _lib(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArrayEngine>()?;
     m.add_class::<pystore::PyStore>()?;
+    m.add_class::<pystore::StoreVersion>()?;
     m.add_class::<sparse::PySparseArray>()?;
     m.add_class::<csr::PyCsrReader>()?;
     m.add_class::<csr::PyCsrWriter>()?;

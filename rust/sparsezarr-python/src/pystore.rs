@@ -14,12 +14,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use sparsezarr_core::error::{Error, Result};
 use sparsezarr_core::store::{
-    ByteRange, Capabilities, Encoded, FsStore, HeldValue, MemoryStore, ReadRequest, ReadResult, Store, ValueReader, Version, WriteMode,
+    ByteRange, Capabilities, Encoded, FsStore, HeldValue, MemoryStore, ObjectBackend, ObjectOptions, ReadRequest, ReadResult, Store, ValueReader,
+    Version, WriteMode,
 };
 
 use crate::errors::PythonExt;
 
-/// A store the core reads and writes: `Store.local(root)`, `Store.memory()` or
+/// A store the core reads and writes: `Store.local(root)`, `Store.memory()`,
+/// `Store.object_url(url, options)`, `Store.obstore(store)` or
 /// `Store.python(get_many, set, delete, list)`.
 #[pyclass(frozen, name = "Store", module = "sparsezarr._lib")]
 pub struct PyStore {
@@ -50,6 +52,47 @@ impl PyStore {
         Self { inner: Arc::new(MemoryStore::new(read_only)), kind: "memory" }
     }
 
+    /// A remote object store by URL (`s3://bucket/prefix`, `gs://…`, `az://…`, `https://…`), with
+    /// `object_store` configuration keys as `options` (`aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, `aws_skip_signature`, …); credentials not given come from the
+    /// environment. `max_in_flight` bounds the concurrent requests of one batch;
+    /// `multipart_threshold` is the size from which values are uploaded in parts.
+    #[staticmethod]
+    #[pyo3(signature = (url, options = None, read_only = false, max_in_flight = None, multipart_threshold = None))]
+    fn object_url(
+        py: Python<'_>,
+        url: &str,
+        options: Option<std::collections::BTreeMap<String, String>>,
+        read_only: bool,
+        max_in_flight: Option<usize>,
+        multipart_threshold: Option<u64>,
+    ) -> PyResult<Self> {
+        let options: Vec<(String, String)> = options.unwrap_or_default().into_iter().collect();
+        let tuning = tuning(max_in_flight, multipart_threshold);
+        let backend = py.run_detached(|| ObjectBackend::from_url(url, &options, read_only, tuning))?;
+        Ok(Self { inner: Arc::new(backend), kind: "object" })
+    }
+
+    /// A store of the `obstore` package (`S3Store`, `GCSStore`, `AzureStore`, `HTTPStore`),
+    /// rebuilt here from its configuration (bucket, prefix, credentials, client and retry
+    /// options). `url` names it in messages and cache keys.
+    #[staticmethod]
+    #[pyo3(signature = (store, url, read_only = false, max_in_flight = None, multipart_threshold = None))]
+    fn obstore(
+        store: &Bound<'_, PyAny>,
+        url: &str,
+        read_only: bool,
+        max_in_flight: Option<usize>,
+        multipart_threshold: Option<u64>,
+    ) -> PyResult<Self> {
+        let class: String = store.get_type().name()?.extract()?;
+        let conditional = matches!(class.as_str(), "S3Store" | "GCSStore" | "AzureStore");
+        let rebuilt: pyo3_object_store::PyExternalObjectStore = store.extract()?;
+        let inner: Arc<dyn object_store::ObjectStore> = rebuilt.into();
+        let backend = ObjectBackend::new(inner, "", url, read_only, conditional, tuning(max_in_flight, multipart_threshold));
+        Ok(Self { inner: Arc::new(backend), kind: "object" })
+    }
+
     /// Any Python store, through `get_many(keys) -> list[buffer | None]`,
     /// `set(key, numpy.uint8 array)`, `delete(key)` and `list(prefix) -> list[str]` (or None).
     /// Exceptions the callables raise reach the caller unchanged.
@@ -66,7 +109,7 @@ impl PyStore {
         self.inner.read_only()
     }
 
-    /// `"local"`, `"memory"` or `"python"`.
+    /// `"local"`, `"memory"`, `"object"` or `"python"`.
     #[getter]
     fn kind(&self) -> &'static str {
         self.kind
@@ -96,6 +139,50 @@ impl PyStore {
         py.run_detached(|| store.set(key, value))
     }
 
+    /// `length` bytes of the value at `key` from `offset` (all of it from `offset` if `length` is
+    /// None), or its last `suffix` bytes: `(bytes, total size, version)`, or None if absent. One
+    /// request on an object store.
+    #[pyo3(signature = (key, offset = 0, length = None, suffix = None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        offset: u64,
+        length: Option<u64>,
+        suffix: Option<u64>,
+    ) -> PyResult<Option<ReadAnswer<'py>>> {
+        let store = self.inner.clone();
+        let got = py.run_detached(|| -> Result<Option<ReadResult>> {
+            let range = match (suffix, length) {
+                (Some(n), _) => ByteRange::Suffix(n),
+                (None, Some(len)) => ByteRange::Range { offset, len },
+                (None, None) if offset == 0 => ByteRange::All,
+                (None, None) => {
+                    let Some(v) = store.open(key, ByteRange::All)? else { return Ok(None) };
+                    let size = v.size();
+                    ByteRange::Range { offset, len: size.saturating_sub(offset) }
+                }
+            };
+            store.read_batch(&[ReadRequest { key, range }]).pop().unwrap_or(Ok(None))
+        })?;
+        Ok(got.map(|r| (PyBytes::new(py, &r.bytes), r.total_size, r.version.map(StoreVersion))))
+    }
+
+    /// Store `value` at `key` on a condition: only if absent (`create_only`), or only if the
+    /// stored value is still `if_version` (from `read`). Returns the new version where the store
+    /// reports one; raises `sparsezarr.errors.ConflictError` if the condition does not hold.
+    #[pyo3(signature = (key, value, *, create_only = false, if_version = None))]
+    fn put(&self, py: Python<'_>, key: &str, value: Vec<u8>, create_only: bool, if_version: Option<&StoreVersion>) -> PyResult<Option<StoreVersion>> {
+        let mode = match (create_only, if_version) {
+            (true, None) => WriteMode::CreateOnly,
+            (false, Some(v)) => WriteMode::IfVersion(v.0.clone()),
+            (false, None) => WriteMode::Overwrite,
+            (true, Some(_)) => return Err(pyo3::exceptions::PyValueError::new_err("give create_only or if_version, not both")),
+        };
+        let store = self.inner.clone();
+        Ok(py.run_detached(|| store.put(key, Encoded::single(value), mode))?.map(StoreVersion))
+    }
+
     /// Remove the value at `key` (no error if absent).
     fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
         let store = self.inner.clone();
@@ -114,6 +201,33 @@ impl PyStore {
             Some(root) => format!("<sparsezarr._lib.Store local {}>", root.display()),
             None => format!("<sparsezarr._lib.Store {}>", self.kind),
         }
+    }
+}
+
+/// What `Store.read` returns: the bytes, the value's total size and its version.
+type ReadAnswer<'py> = (Bound<'py, PyBytes>, u64, Option<StoreVersion>);
+
+/// One stored version of a value (an object's ETag, a file's identity), for conditional writes.
+#[pyclass(frozen, eq, name = "StoreVersion", module = "sparsezarr._lib")]
+#[derive(PartialEq, Eq)]
+pub struct StoreVersion(Version);
+
+#[pymethods]
+impl StoreVersion {
+    fn __repr__(&self) -> String {
+        match &self.0 {
+            Version::Tag { tag, .. } => format!("<StoreVersion {tag}>"),
+            Version::File { ino, mtime_ns, len, .. } => format!("<StoreVersion inode {ino} mtime {mtime_ns} size {len}>"),
+        }
+    }
+}
+
+fn tuning(max_in_flight: Option<usize>, multipart_threshold: Option<u64>) -> ObjectOptions {
+    let default = ObjectOptions::default();
+    ObjectOptions {
+        max_in_flight: max_in_flight.unwrap_or(default.max_in_flight).max(1),
+        multipart_threshold: multipart_threshold.unwrap_or(default.multipart_threshold),
+        ..default
     }
 }
 

@@ -460,6 +460,28 @@ impl ShardingPlan {
         &self.layout
     }
 
+    fn wants_whole(&self, touched: usize) -> bool {
+        touched * 2 > self.layout.n_inner()
+    }
+
+    /// The byte ranges of the shard `value` that [`read_into`](Self::read_into) will read for
+    /// `sel` beyond those `value` already holds: the whole shard, or the coalesced ranges of the
+    /// inner chunks touched (from the shard's index, which `value` must be able to serve).
+    ///
+    /// # Errors
+    /// Returns an error if the index cannot be read or is corrupt.
+    pub fn ranges_needed(&self, value: &dyn ValueReader, sel: &Selection, cache: Option<&IndexCache>) -> Result<Vec<(u64, u64)>> {
+        let parts = sel.partition(self.layout.inner_shape());
+        if parts.is_empty() || value.resident() {
+            return Ok(Vec::new());
+        }
+        if self.wants_whole(parts.len()) {
+            return Ok(vec![(0, value.size())]);
+        }
+        let index = self.layout.load_index(value, cache)?;
+        Ok(self.layout.inner_ranges(&index, parts.iter().map(|(coords, _)| self.layout.linear(coords))))
+    }
+
     /// Read the elements `sel` names from the shard `value` into `out`.
     ///
     /// # Errors
@@ -474,7 +496,7 @@ impl ShardingPlan {
         byteswap(&mut fill, swap);
         let key = value.key();
         // Everything (or nearly) is needed, or the value is in memory anyway: take it whole.
-        let whole: Option<Cow<'_, [u8]>> = if parts.len() * 2 > layout.n_inner() || value.resident() { Some(value.read_all()?) } else { None };
+        let whole: Option<Cow<'_, [u8]>> = if self.wants_whole(parts.len()) || value.resident() { Some(value.read_all()?) } else { None };
         let index: Arc<Vec<u64>> = match &whole {
             Some(bytes) => Arc::new(layout.index_from_bytes(key, bytes)?),
             None => layout.load_index(value, cache)?,

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::index_cache::IndexCache;
 use crate::metadata::ArrayMeta;
 use crate::runtime::run_in_pool;
-use crate::store::{Prefetched, Store, WriteMode};
+use crate::store::{ByteRange, Prefetched, Store, WriteMode};
 
 /// Best times of encoding and decoding a set of chunks in memory (see [`ArrayEngine::codec_bound`]).
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +42,15 @@ pub struct CodecBound {
     pub decode_secs: f64,
     /// Total encoded size in bytes.
     pub encoded_bytes: u64,
+}
+
+/// How often a read-modify-write of one chunk is tried when other writers keep replacing it.
+const MAX_WRITE_ATTEMPTS: u32 = 16;
+
+/// A chunk's new stored bytes (`None`: delete it) and the condition to store them under.
+struct Merged {
+    new: Option<Encoded>,
+    mode: WriteMode,
 }
 
 /// One chunk taking part in a read or write.
@@ -200,7 +209,7 @@ impl ArrayEngine {
         let mut fill = self.fill_bytes().to_vec();
         byteswap(&mut fill, swap);
         let cache = shared_index_cache();
-        let prefetched = Prefetched::if_needed(store, requests.iter().map(|r| r.key.as_str()))?;
+        let prefetched = self.prefetch_for_read(store, requests, cache)?;
         let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         let one = |r: &ChunkRequest| -> Result<bool> {
             match store.open(&r.key, self.plan.first_read())? {
@@ -220,6 +229,27 @@ impl ArrayEngine {
         run_in_pool(self.concurrency.threads, || requests.par_iter().map(one).collect())
     }
 
+    /// For a store without cheap ranges, everything a read of `requests` needs, fetched in at
+    /// most two rounds of concurrent requests: each chunk whole, or each shard's index and then
+    /// the (coalesced) inner chunks the selections touch. `None` for stores with cheap ranges.
+    fn prefetch_for_read<'s>(&self, store: &'s dyn Store, requests: &[ChunkRequest], cache: &IndexCache) -> Result<Option<Prefetched<'s>>> {
+        if store.capabilities().cheap_ranges {
+            return Ok(None);
+        }
+        let mut pre = Prefetched::with_first(store, requests.iter().map(|r| r.key.as_str()), self.plan.first_read())?;
+        if let Some(sharding) = self.plan.as_sharding() {
+            let mut wanted: Vec<(String, u64, u64)> = Vec::new();
+            for r in requests {
+                if let Some(Some(value)) = pre.fetched(&r.key) {
+                    let ranges = sharding.ranges_needed(&*value, &r.selection, Some(cache)).map_err(|e| e.with_key(&r.key))?;
+                    wanted.extend(ranges.into_iter().map(|(off, len)| (r.key.clone(), off, len)));
+                }
+            }
+            pre.fetch_ranges(&wanted)?;
+        }
+        Ok(Some(pre))
+    }
+
     /// Write a batch of chunks from `src`. Chunks (and inner chunks of shards) that end up
     /// holding only the fill value are deleted unless `write_empty` is set.
     ///
@@ -235,35 +265,71 @@ impl ArrayEngine {
         if store.read_only() {
             return Err(Error::ReadOnly(requests.first().map_or_else(String::new, |r| r.key.clone())));
         }
+        let origin = store;
+        let conditional = store.capabilities().conditional_writes;
         let prefetched = Prefetched::if_needed(store, requests.iter().filter(|r| !r.complete).map(|r| r.key.as_str()))?;
         let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
-        let encode = |r: &ChunkRequest| -> Result<Option<Encoded>> {
-            let existing = if r.complete { None } else { store.open(&r.key, self.plan.first_read())? };
-            self.plan.write_from(existing.as_deref(), &r.selection, src, write_empty).map_err(|e| e.with_key(&r.key))
+        // A chunk the write covers only partly is read, merged and written back; where the store
+        // enforces conditions, the write back only succeeds if no other writer replaced (or
+        // created) the chunk in between, and otherwise starts over from a fresh read.
+        let merge = |r: &ChunkRequest, from: &dyn Store, first: ByteRange| -> Result<Merged> {
+            let existing = if r.complete { None } else { from.open(&r.key, first)? };
+            let mode = match (&existing, conditional && !r.complete) {
+                (_, false) => WriteMode::Overwrite,
+                (None, true) => WriteMode::CreateOnly,
+                (Some(v), true) => v.version().cloned().map_or(WriteMode::Overwrite, WriteMode::IfVersion),
+            };
+            let new = self.plan.write_from(existing.as_deref(), &r.selection, src, write_empty).map_err(|e| e.with_key(&r.key))?;
+            Ok(Merged { new, mode })
         };
-        let store_one = |key: &str, new: Option<Encoded>| -> Result<()> {
-            match new {
-                Some(bytes) => store.put(key, bytes, WriteMode::Overwrite).map(drop),
-                None => store.delete(key),
+        let encode = |r: &ChunkRequest| -> Result<Merged> { merge(r, store, self.plan.first_read()) };
+        let store_merged = |r: &ChunkRequest, merged: Merged| -> Result<()> {
+            match (merged.new, merged.mode) {
+                (Some(bytes), mode) => store.put(&r.key, bytes, mode).map(drop),
+                (None, WriteMode::Overwrite) => store.delete(&r.key),
+                // An emptied chunk is deleted only if it is still the version read.
+                (None, mode) => {
+                    let current = origin.open(&r.key, self.plan.first_read())?;
+                    match (current.as_ref().and_then(|v| v.version().cloned()), &mode) {
+                        (Some(now), WriteMode::IfVersion(read)) if now == *read => origin.delete(&r.key),
+                        (None, WriteMode::CreateOnly) => Ok(()),
+                        _ => Err(Error::Conflict { key: r.key.clone(), message: "replaced by another writer".into() }),
+                    }
+                }
             }
+        };
+        let store_one = |r: &ChunkRequest, merged: Merged| -> Result<()> {
+            let mut merged = Ok(merged);
+            for attempt in 0..MAX_WRITE_ATTEMPTS {
+                match merged.and_then(|m| store_merged(r, m)) {
+                    // Another writer replaced the chunk between our read and our write (or while
+                    // we read it): read it again, whole, in one request, and merge again.
+                    Err(Error::Conflict { .. }) if attempt + 1 < MAX_WRITE_ATTEMPTS => {
+                        std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
+                        merged = merge(r, origin, ByteRange::All);
+                    }
+                    other => return other,
+                }
+            }
+            Err(Error::Conflict { key: r.key.clone(), message: format!("still contended after {MAX_WRITE_ATTEMPTS} attempts") })
         };
         let (partial, complete): (Vec<&ChunkRequest>, Vec<&ChunkRequest>) = requests.iter().partition(|r| !r.complete);
         let work = || -> Result<()> {
-            let merged: Vec<Option<Encoded>> = if partial.len() > 1 {
+            let merged: Vec<Merged> = if partial.len() > 1 {
                 partial.par_iter().map(|r| encode(r)).collect::<Result<_>>()?
             } else {
                 partial.iter().map(|r| encode(r)).collect::<Result<_>>()?
             };
-            let merged: Vec<(&ChunkRequest, Option<Encoded>)> = partial.into_iter().zip(merged).collect();
+            let merged: Vec<(&ChunkRequest, Merged)> = partial.into_iter().zip(merged).collect();
             if merged.len() + complete.len() <= 1 {
                 for (r, new) in merged {
-                    store_one(&r.key, new)?;
+                    store_one(r, new)?;
                 }
-                return complete.iter().try_for_each(|r| store_one(&r.key, encode(r)?));
+                return complete.iter().try_for_each(|r| store_one(r, encode(r)?));
             }
             let (stored, written) = rayon::join(
-                || merged.into_par_iter().try_for_each(|(r, new)| store_one(&r.key, new)),
-                || complete.par_iter().try_for_each(|r| store_one(&r.key, encode(r)?)),
+                || merged.into_par_iter().try_for_each(|(r, new)| store_one(r, new)),
+                || complete.par_iter().try_for_each(|r| store_one(r, encode(r)?)),
             );
             stored.and(written)
         };

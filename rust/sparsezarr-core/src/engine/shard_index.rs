@@ -385,27 +385,45 @@ impl ShardLayout {
             return try_for_each(&present, |(off, n, item)| f(item, &bytes[*off as usize..(*off + *n) as usize]));
         }
         present.sort_by_key(|p| p.0);
-        let mut groups: Vec<(u64, u64, Vec<usize>)> = Vec::new();
-        for (i, (off, n, _)) in present.iter().enumerate() {
-            if let Some(g) = groups.last_mut() {
-                let end = g.0 + g.1;
-                if *off >= end && off - end <= self.options.coalesce_max_gap && off + n - g.0 <= self.options.coalesce_max_bytes {
-                    g.1 = off + n - g.0;
-                    g.2.push(i);
-                    continue;
-                }
-            }
-            groups.push((*off, *n, vec![i]));
-        }
+        let spans: Vec<(u64, u64)> = present.iter().map(|(off, n, _)| (*off, *n)).collect();
+        let groups = self.coalesce(&spans);
         try_for_each(&groups, |(start, len, members)| {
             let bytes = value.read_range(*start, *len)?;
             #[allow(clippy::cast_possible_truncation)]
-            try_for_each(members, |&i| {
-                let (off, n, item) = present[i];
+            try_for_each(&present[members.clone()], |&(off, n, item)| {
                 let rel = (off - start) as usize;
                 f(item, &bytes[rel..rel + n as usize])
             })
         })
+    }
+
+    /// Merge the byte ranges `spans` (sorted by offset) into the requests that read them: nearby
+    /// ranges (gaps up to `coalesce_max_gap` bytes, requests up to `coalesce_max_bytes`) become
+    /// one. Returns `(start, len, members)`, `members` being indexes into `spans`.
+    #[must_use]
+    pub fn coalesce(&self, spans: &[(u64, u64)]) -> Vec<(u64, u64, std::ops::Range<usize>)> {
+        let mut groups: Vec<(u64, u64, std::ops::Range<usize>)> = Vec::new();
+        for (i, &(off, n)) in spans.iter().enumerate() {
+            if let Some(g) = groups.last_mut() {
+                let end = g.0 + g.1;
+                if off >= end && off - end <= self.options.coalesce_max_gap && off + n - g.0 <= self.options.coalesce_max_bytes {
+                    g.1 = off + n - g.0;
+                    g.2.end = i + 1;
+                    continue;
+                }
+            }
+            groups.push((off, n, i..i + 1));
+        }
+        groups
+    }
+
+    /// The byte ranges to read for the inner chunks `lins` of a shard with `index` (missing inner
+    /// chunks need none), coalesced as [`for_each_inner`](Self::for_each_inner) reads them.
+    #[must_use]
+    pub fn inner_ranges(&self, index: &[u64], lins: impl IntoIterator<Item = usize>) -> Vec<(u64, u64)> {
+        let mut spans: Vec<(u64, u64)> = lins.into_iter().filter_map(|lin| Self::entry(index, lin)).collect();
+        spans.sort_unstable();
+        self.coalesce(&spans).into_iter().map(|(start, len, _)| (start, len)).collect()
     }
 
     /// The pieces of a shard holding `chunks` (indexed by linear inner chunk index).

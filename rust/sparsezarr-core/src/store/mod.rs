@@ -17,8 +17,8 @@
 //!
 //! Backends: [`FsStore`] (a local directory), [`MemoryStore`] (values owned in memory, with
 //! versions), [`SnapshotStore`] (values borrowed from memory another owner keeps, writes handed
-//! back to it); the Python bindings add one bridge to any zarr-python store. An object-store
-//! backend is one more implementation of [`Store`].
+//! back to it), [`ObjectBackend`] (S3, GCS, Azure Blob Storage and HTTP through `object_store`);
+//! the Python bindings add one bridge to any zarr-python store.
 //!
 //! Callers that know which values an operation needs wrap a store without cheap ranges in
 //! [`Prefetched`]: one [`Store::read_batch`] fetches them all (one round of requests, one
@@ -26,6 +26,7 @@
 
 mod fs;
 mod memory;
+mod object;
 mod prefetch;
 
 use std::borrow::Cow;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 pub use fs::{FsStore, exchange_paths};
 pub use memory::{BytesValue, HeldValue, MemoryStore, PendingWrite, SnapshotStore};
+pub use object::{ObjectBackend, ObjectOptions};
 pub use prefetch::Prefetched;
 
 use crate::error::{Error, Result};

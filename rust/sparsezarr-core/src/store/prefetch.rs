@@ -1,20 +1,48 @@
-//! [`Prefetched`]: the values an operation will read, fetched with one batch up front.
+//! [`Prefetched`]: the values (or byte ranges of values) an operation will read, fetched in
+//! batches up front.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{ByteRange, BytesValue, Capabilities, Encoded, ReadRequest, ReadResult, Store, ValueReader, Version, WriteMode};
-use crate::error::Result;
+use super::{ByteRange, Capabilities, Encoded, ReadRequest, ReadResult, Store, ValueReader, Version, WriteMode};
+use crate::error::{Error, Result};
 
-/// A store whose listed values were read with one [`Store::read_batch`]; reads of those keys are
-/// served from memory, anything else (and every write) goes to the store underneath.
+/// What is known of one value: its size, its version and the byte ranges fetched so far.
+struct Fetched {
+    total_size: u64,
+    version: Option<Version>,
+    /// `(offset, bytes)`, in the order fetched.
+    segments: Vec<(u64, Vec<u8>)>,
+}
+
+impl Fetched {
+    fn from_result(key: &str, range: ByteRange, r: ReadResult) -> Result<Self> {
+        let (offset, _) = range.resolve(key, r.total_size)?;
+        Ok(Self { total_size: r.total_size, version: r.version, segments: vec![(offset, r.bytes)] })
+    }
+
+    fn covering(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        self.segments.iter().find_map(|(start, bytes)| {
+            let end = start + bytes.len() as u64;
+            #[allow(clippy::cast_possible_truncation)]
+            (offset >= *start && offset + len <= end).then(|| &bytes[(offset - start) as usize..(offset - start + len) as usize])
+        })
+    }
+}
+
+/// A store whose listed values (or ranges of them) were read with batched
+/// [`Store::read_batch`] calls; reads those cover are served from memory, anything else (and
+/// every write) goes to the store underneath.
 ///
 /// Used by the engines for stores where each read costs a round trip or an interpreter lock
-/// ([`Capabilities::cheap_ranges`] false): the batch lets the store fetch concurrently, and the
-/// decoding that follows runs in parallel without touching the store.
+/// ([`Capabilities::cheap_ranges`] false): a batch lets the store fetch concurrently, and the
+/// decoding that follows runs in parallel without touching the store. Shards are fetched in two
+/// rounds: every shard's index first ([`with_first`](Self::with_first)), then the inner chunks the
+/// indexes locate ([`fetch_ranges`](Self::fetch_ranges)).
 pub struct Prefetched<'s> {
     inner: &'s dyn Store,
-    values: HashMap<String, Option<ReadResult>>,
+    values: HashMap<String, Option<Fetched>>,
 }
 
 impl<'s> Prefetched<'s> {
@@ -23,14 +51,26 @@ impl<'s> Prefetched<'s> {
     /// # Errors
     /// The first error of the batch.
     pub fn new<'k>(inner: &'s dyn Store, keys: impl IntoIterator<Item = &'k str>) -> Result<Self> {
+        Self::with_first(inner, keys, ByteRange::All)
+    }
+
+    /// Fetch `first` (the whole value, or a shard's index) of each of `keys`.
+    ///
+    /// # Errors
+    /// The first error of the batch.
+    pub fn with_first<'k>(inner: &'s dyn Store, keys: impl IntoIterator<Item = &'k str>, first: ByteRange) -> Result<Self> {
         let mut unique: Vec<&str> = keys.into_iter().collect();
         unique.sort_unstable();
         unique.dedup();
-        let requests: Vec<ReadRequest<'_>> = unique.iter().map(|&key| ReadRequest { key, range: ByteRange::All }).collect();
+        let requests: Vec<ReadRequest<'_>> = unique.iter().map(|&key| ReadRequest { key, range: first }).collect();
         let results = inner.read_batch(&requests);
         let mut values = HashMap::with_capacity(unique.len());
         for (key, result) in unique.into_iter().zip(results) {
-            values.insert(key.to_string(), result?);
+            let fetched = match result? {
+                Some(r) => Some(Fetched::from_result(key, first, r)?),
+                None => None,
+            };
+            values.insert(key.to_string(), fetched);
         }
         Ok(Self { inner, values })
     }
@@ -42,6 +82,48 @@ impl<'s> Prefetched<'s> {
     pub fn if_needed<'k>(inner: &'s dyn Store, keys: impl IntoIterator<Item = &'k str>) -> Result<Option<Self>> {
         if inner.capabilities().cheap_ranges { Ok(None) } else { Self::new(inner, keys).map(Some) }
     }
+
+    /// Fetch more byte ranges `(key, offset, len)` of values fetched before, in one batch. A value
+    /// found replaced since its first fetch is fetched again whole (its new version), so that
+    /// everything served for one key comes from one version.
+    ///
+    /// # Errors
+    /// The first error of the batch.
+    pub fn fetch_ranges(&mut self, wanted: &[(String, u64, u64)]) -> Result<()> {
+        let wanted: Vec<&(String, u64, u64)> = wanted
+            .iter()
+            .filter(|(k, off, len)| self.values.get(k).and_then(Option::as_ref).is_some_and(|f| f.covering(*off, *len).is_none()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let requests: Vec<ReadRequest<'_>> =
+            wanted.iter().map(|(key, offset, len)| ReadRequest { key, range: ByteRange::Range { offset: *offset, len: *len } }).collect();
+        let results = self.inner.read_batch(&requests);
+        let mut stale: Vec<&str> = Vec::new();
+        for ((key, offset, _), result) in wanted.iter().zip(results) {
+            let Some(entry) = self.values.get_mut(key.as_str()).and_then(Option::as_mut) else { continue };
+            match result? {
+                Some(r) if r.version == entry.version && r.total_size == entry.total_size => entry.segments.push((*offset, r.bytes)),
+                _ => stale.push(key),
+            }
+        }
+        stale.sort_unstable();
+        stale.dedup();
+        if !stale.is_empty() {
+            let again = Self::new(self.inner, stale.iter().copied())?;
+            self.values.extend(again.values);
+        }
+        Ok(())
+    }
+
+    /// The value fetched for `key`: `None` if it was not fetched, `Some(None)` if it is missing.
+    #[must_use]
+    pub fn fetched(&self, key: &str) -> Option<Option<Box<dyn ValueReader + '_>>> {
+        self.values
+            .get(key)
+            .map(|v| v.as_ref().map(|f| Box::new(SegmentValue { key: key.to_string(), fetched: f, inner: self.inner }) as Box<dyn ValueReader>))
+    }
 }
 
 impl Store for Prefetched<'_> {
@@ -50,9 +132,8 @@ impl Store for Prefetched<'_> {
     }
 
     fn open(&self, key: &str, first: ByteRange) -> Result<Option<Box<dyn ValueReader + '_>>> {
-        match self.values.get(key) {
-            Some(None) => Ok(None),
-            Some(Some(r)) => Ok(Some(Box::new(BytesValue::new(key, &r.bytes)))),
+        match self.fetched(key) {
+            Some(value) => Ok(value),
             None => self.inner.open(key, first),
         }
     }
@@ -79,5 +160,56 @@ impl Store for Prefetched<'_> {
 
     fn local_root(&self) -> Option<&Path> {
         self.inner.local_root()
+    }
+}
+
+/// A prefetched value: ranges fetched before are served from memory; any other range is read
+/// from the store underneath and must come from the same version.
+struct SegmentValue<'a> {
+    key: String,
+    fetched: &'a Fetched,
+    inner: &'a dyn Store,
+}
+
+impl SegmentValue<'_> {
+    fn fetch(&self, range: ByteRange) -> Result<Vec<u8>> {
+        let got = self.inner.read_batch(&[ReadRequest { key: &self.key, range }]).pop().unwrap_or(Ok(None))?;
+        match got {
+            Some(r) if r.version == self.fetched.version && r.total_size == self.fetched.total_size => Ok(r.bytes),
+            _ => Err(Error::Conflict { key: self.key.clone(), message: "the value was replaced while it was being read".into() }),
+        }
+    }
+}
+
+impl ValueReader for SegmentValue<'_> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn size(&self) -> u64 {
+        self.fetched.total_size
+    }
+
+    fn version(&self) -> Option<&Version> {
+        self.fetched.version.as_ref()
+    }
+
+    fn resident(&self) -> bool {
+        self.fetched.covering(0, self.fetched.total_size).is_some()
+    }
+
+    fn read_all(&self) -> Result<Cow<'_, [u8]>> {
+        match self.fetched.covering(0, self.fetched.total_size) {
+            Some(b) => Ok(Cow::Borrowed(b)),
+            None => self.fetch(ByteRange::All).map(Cow::Owned),
+        }
+    }
+
+    fn read_range(&self, offset: u64, len: u64) -> Result<Cow<'_, [u8]>> {
+        let (offset, len) = ByteRange::Range { offset, len }.resolve(&self.key, self.fetched.total_size)?;
+        match self.fetched.covering(offset, len) {
+            Some(b) => Ok(Cow::Borrowed(b)),
+            None => self.fetch(ByteRange::Range { offset, len }).map(Cow::Owned),
+        }
     }
 }

@@ -88,6 +88,25 @@ def rust_store(store: ZarrStore) -> _lib.Store:
     return _lib.Store.python(get_many, put, delete, list_prefix, read_only=store.read_only)
 
 
+def is_url(target: Any) -> bool:
+    """Whether ``target`` is a URL of a remote store (``s3://``, ``gs://``, ``az://``,
+    ``https://``, ...) rather than a local path."""
+    return isinstance(target, str) and "://" in target and not target.startswith("file://")
+
+
+def resolve(target: Any, storage_options: dict[str, Any] | None = None, *, read_only: bool = False) -> Any:
+    """A URL becomes a zarr store as zarr itself makes one (``FsspecStore.from_url`` with
+    ``storage_options``; the core then reaches S3, GCS, Azure or HTTP natively); anything else is
+    returned unchanged. ``storage_options`` only apply to URLs."""
+    if is_url(target):
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(target, storage_options=storage_options, read_only=read_only)
+    if storage_options:
+        raise ValueError(f"storage_options apply to URLs only, not to {target!r}")
+    return target
+
+
 def array_json(array: zarr.Array) -> str:
     """The metadata document of an array (``zarr.json`` or ``.zarray``) as JSON text."""
     docs = array.metadata.to_buffer_dict(default_buffer_prototype())

@@ -20,6 +20,7 @@ import argparse
 import sys
 import time
 import warnings
+from typing import Any
 
 __all__ = ["main"]
 
@@ -40,6 +41,19 @@ def _int(text: str) -> int:
     return int(t) * mult
 
 
+def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs as fsspec ``storage_options`` (``true`` / ``false`` become booleans)."""
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--storage-option takes KEY=VALUE, not {pair!r}")
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
 def _convert(args: argparse.Namespace) -> int:
     from sparsezarr.convert import convert
 
@@ -55,6 +69,7 @@ def _convert(args: argparse.Namespace) -> int:
         transpose=args.transpose,
         block_entries=args.block_entries,
         progress=not args.quiet,
+        storage_options=_storage_options(args.storage_option),
     )
     print(report.summary())
     return 0
@@ -119,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
     c = sub.add_parser("convert", help="convert a single-cell matrix into an AnnData Zarr store")
     c.add_argument("src", help=".h5ad, 10x directory, .mtx[.gz], 10x .h5 or Zarr store")
-    c.add_argument("dst", help="the Zarr store to write (a directory)")
+    c.add_argument("dst", help="the Zarr store to write (a directory, or a URL such as s3://bucket/out.zarr)")
+    c.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an fsspec storage option for a URL source or destination (e.g. endpoint_url=http://127.0.0.1:9000, anon=true); repeatable",
+    )
     c.add_argument("--overwrite", action="store_true", help="replace DST if it exists (atomically, once the new store is complete)")
     c.add_argument(
         "--layout", choices=["anndata", "binsparse"], default="anndata", help="array names and metadata of the matrices (default: anndata)"

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import zarr
 
 from sparsezarr import _lib
-from sparsezarr._stores import local_dir, reconsolidate, replace_dir, staging
+from sparsezarr._stores import is_url, local_dir, reconsolidate, replace_dir, resolve, staging
 from sparsezarr.csr import CsrArray, CsrWriter
 from sparsezarr.csr._layout import binsparse_header, shape_2d
 from sparsezarr.errors import MetadataError
@@ -87,7 +87,9 @@ def _find(d: Path, *names: str) -> Path | None:
 
 
 def detect_source(src: str | os.PathLike[str]) -> str:
-    """``"h5ad"``, ``"10x-mtx"``, ``"mtx"``, ``"10x-h5"`` or ``"zarr"``."""
+    """``"h5ad"``, ``"10x-mtx"``, ``"mtx"``, ``"10x-h5"`` or ``"zarr"`` (a URL is a Zarr store)."""
+    if is_url(src):
+        return "zarr"
     p = Path(src)
     name = p.name.lower()
     if p.is_dir():
@@ -289,19 +291,25 @@ def convert(
     transpose: bool = False,
     block_entries: int = DEFAULT_BLOCK_ENTRIES,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> ConversionReport:
     """Convert ``src`` (see the module docstring) into an AnnData Zarr store at ``dst`` (a path or
-    a store). ``dtype`` overrides the value type (Matrix Market and 10x inputs default to float32,
+    a store). Either may be a URL (``s3://bucket/x.zarr``: a Zarr source, or the destination),
+    opened as zarr opens URLs with fsspec's ``storage_options``. ``dtype`` overrides the value type (Matrix Market and 10x inputs default to float32,
     as scanpy reads them; a value that float32 cannot hold exactly is an error). An existing
     ``dst`` is replaced only with ``overwrite=True``, and only once the new store is complete."""
     kind = detect_source(src)
-    if isinstance(dst, str | os.PathLike):
+    if is_url(src) and is_url(dst) and str(src).rstrip("/") == str(dst).rstrip("/"):
+        raise ValueError("the destination must differ from the source")
+    if is_url(dst):
+        store: Any = resolve(dst, storage_options)
+    elif isinstance(dst, str | os.PathLike):
         from zarr.storage import LocalStore
 
         dst_path = Path(dst)
-        if dst_path.resolve() == Path(src).resolve():
+        if not is_url(src) and dst_path.resolve() == Path(src).resolve():
             raise ValueError("the destination must differ from the source")
-        store: Any = LocalStore(str(dst_path))
+        store = LocalStore(str(dst_path))
     else:
         store = dst
     exists = _root_exists(store)
@@ -312,11 +320,19 @@ def convert(
     if exists and not stage:
         zarr.open_group(store=store, mode="w")
     report = ConversionReport(str(src), kind, str(dst))
-    options = {"layout": layout, "chunks": chunks, "shards": shards, "compressors": compressors, "dtype": dtype, "block_entries": int(block_entries)}
+    options = {
+        "layout": layout,
+        "chunks": chunks,
+        "shards": shards,
+        "compressors": compressors,
+        "dtype": dtype,
+        "block_entries": int(block_entries),
+        "storage_options": storage_options,
+    }
     t0 = time.perf_counter()
     try:
         converter = {"h5ad": _from_h5ad, "10x-mtx": _from_10x_mtx, "mtx": _from_mtx, "10x-h5": _from_10x_h5, "zarr": _from_zarr}[kind]
-        converter(Path(src), wstore, report, options, progress, transpose)
+        converter(src if is_url(src) else Path(src), wstore, report, options, progress, transpose)
         reconsolidate(wstore, force=True)
     except BaseException:
         d = local_dir(wstore, "")
@@ -393,10 +409,10 @@ def _h5ad_shape(f: Any) -> tuple[int, int]:
 # -- zarr ----------------------------------------------------------------------------------------
 
 
-def _from_zarr(src: Path, store: Any, report: ConversionReport, options: dict[str, Any], progress: bool, transpose: bool) -> None:
+def _from_zarr(src: Any, store: Any, report: ConversionReport, options: dict[str, Any], progress: bool, transpose: bool) -> None:
     if transpose:
         raise ValueError("transpose is only available for Matrix Market inputs")
-    g = zarr.open_group(str(src), mode="r")
+    g = zarr.open_group(store=src if is_url(src) else str(src), mode="r", storage_options=options.get("storage_options"))
     attrs = dict(g.attrs)
     if attrs.get("encoding-type") in ("csr_matrix", "csc_matrix") or binsparse_header(attrs) is not None:
         source = _zarr_compressed(g)

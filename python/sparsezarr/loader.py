@@ -78,10 +78,13 @@ class Loader:
         drop_last: bool = False,
         prefetch: int = 2,
         output: Output = "array",
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1 or block_size < 1 or prefetch < 0:
             raise ValueError("batch_size and block_size must be >= 1 and prefetch >= 0")
-        self.x, obs_frame = _open(source, obs)
+        from sparsezarr._stores import resolve
+
+        self.x, obs_frame = _open(source if isinstance(source, CsrArray) else resolve(source, storage_options, read_only=True), obs)
         self.obs = obs_frame
         self.batch_size = int(batch_size)
         self.block_size = int(block_size)

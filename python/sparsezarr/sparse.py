@@ -33,7 +33,7 @@ from sparsezarr import _lib
 from sparsezarr._indexing import Key, expand, int_index, orthogonal, selection_len
 from sparsezarr._metadata import fill_bytes
 from sparsezarr._settings import Settings
-from sparsezarr._stores import rust_store
+from sparsezarr._stores import resolve, rust_store
 from sparsezarr.codec import CODEC_NAME, SPARSE_KINDS, SparseCodec, default_sub_codecs
 from sparsezarr.errors import MetadataError
 
@@ -99,6 +99,7 @@ def create_sparse(
     attributes: dict[str, Any] | None = None,
     dimension_names: list[str] | None = None,
     overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> SparseArray:
     """Create an empty sparse array.
 
@@ -139,7 +140,7 @@ def create_sparse(
     subs = _sub_codecs(compressors)
     codec = SparseCodec(coordinate_codecs=subs, value_codecs=subs)
     arr = zarr.create_array(
-        store=store,
+        store=resolve(store, storage_options),
         name=path,
         shape=shape,
         dtype=np_dtype,
@@ -157,11 +158,19 @@ def create_sparse(
     return SparseArray(arr)
 
 
-def open_sparse(store: StoreLike | zarr.Array, *, path: str | None = None, mode: AccessModeLiteral = "r+") -> SparseArray:
-    """Open an existing sparse array (a path, store or ``zarr.Array``)."""
+def open_sparse(
+    store: StoreLike | zarr.Array,
+    *,
+    path: str | None = None,
+    mode: AccessModeLiteral = "r+",
+    storage_options: dict[str, Any] | None = None,
+) -> SparseArray:
+    """Open an existing sparse array (a path, a URL with fsspec's ``storage_options``, a store or
+    a ``zarr.Array``)."""
     if isinstance(store, zarr.Array):
         return SparseArray(store)
-    return SparseArray(zarr.open_array(store=store, path=path or "", mode=mode, zarr_format=3))
+    target = resolve(store, storage_options, read_only=mode == "r")
+    return SparseArray(zarr.open_array(store=target, path=path or "", mode=mode, zarr_format=3))
 
 
 def save_sparse(x: SparseValue, store: StoreLike, **kwargs: Any) -> SparseArray:

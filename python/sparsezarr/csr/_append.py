@@ -15,7 +15,7 @@ from zarr.abc.codec import BytesBytesCodec
 
 from sparsezarr import _lib
 from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, local_dir, open_group, reconsolidate, replace_dir, rust_store
+from sparsezarr._stores import array_json, key_prefix, local_dir, open_group, reconsolidate, replace_dir, resolve, rust_store
 from sparsezarr.csr._arrays import MatrixLike, Target, as_compressed, make_array
 from sparsezarr.csr._layout import INDPTR_CHUNK, INDPTR_SHARD, binsparse_header, detect, members
 from sparsezarr.csr._read import CsrArray
@@ -26,7 +26,14 @@ def _is_one_matrix(x: object) -> bool:
     return sp.issparse(x) or isinstance(x, np.ndarray) or hasattr(x, "to_scipy_sparse")
 
 
-def append_rows(target: Target, x: MatrixLike | Iterable[MatrixLike], *, path: str = "", progress: bool = False) -> CsrArray:
+def append_rows(
+    target: Target,
+    x: MatrixLike | Iterable[MatrixLike],
+    *,
+    path: str = "",
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> CsrArray:
     """Append rows (columns for a CSC store) at the end of a stored matrix without rewriting it.
 
     ``x`` is one matrix (any type :func:`write_csr` takes) or an iterable of blocks. The new values
@@ -35,7 +42,7 @@ def append_rows(target: Target, x: MatrixLike | Iterable[MatrixLike], *, path: s
     the metadata is updated, readers see the old matrix, unchanged. Works on stores written by
     sparsezarr or by anndata (zarr v3).
     """
-    group = open_group(target, path, mode="r+")
+    group = open_group(resolve(target, storage_options), path, mode="r+")
     lay = detect(group)
     data, indices, indptr = members(group, lay.layout)
     if data.metadata.zarr_format != 3:

@@ -16,7 +16,7 @@ import zarr
 from sparsezarr import _lib
 from sparsezarr._indexing import Key, Positions, major_selection, minor_selection, split_2d
 from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, open_group, rust_store
+from sparsezarr._stores import array_json, key_prefix, open_group, resolve, rust_store
 from sparsezarr.csr._layout import Format, Layout, detect, members
 from sparsezarr.errors import MetadataError
 
@@ -262,18 +262,18 @@ class Rows:
         return sp.csc_array((data, indices, ptr), shape=(self.n_minor, b - a))
 
 
-def open_csr(target: Target, *, path: str = "", output: Output = "array") -> CsrArray:
+def open_csr(target: Target, *, path: str = "", output: Output = "array", storage_options: dict[str, Any] | None = None) -> CsrArray:
     """Open a stored CSR matrix (a path, store or group; ``path`` inside it), written by
     sparsezarr or anndata, zarr v2 or v3, in the anndata or binsparse layout."""
-    x = CsrArray(open_group(target, path, mode="r"), output=output)
+    x = CsrArray(open_group(resolve(target, storage_options, read_only=True), path, mode="r"), output=output)
     if x.format != "csr":
         raise MetadataError(f"{x.group.path or '/'} holds a CSC matrix; use open_csc")
     return x
 
 
-def open_csc(target: Target, *, path: str = "", output: Output = "array") -> CsrArray:
+def open_csc(target: Target, *, path: str = "", output: Output = "array", storage_options: dict[str, Any] | None = None) -> CsrArray:
     """Open a stored CSC matrix (see :func:`open_csr`); it is read by columns."""
-    x = CsrArray(open_group(target, path, mode="r"), output=output)
+    x = CsrArray(open_group(resolve(target, storage_options, read_only=True), path, mode="r"), output=output)
     if x.format != "csc":
         raise MetadataError(f"{x.group.path or '/'} holds a CSR matrix; use open_csr")
     return x

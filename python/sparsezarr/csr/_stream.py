@@ -14,7 +14,7 @@ from zarr.abc.store import Store
 
 from sparsezarr import _lib
 from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, local_dir, reconsolidate, replace_dir, rust_store, staging
+from sparsezarr._stores import array_json, key_prefix, local_dir, reconsolidate, replace_dir, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressors,
     IndexDType,
@@ -65,6 +65,7 @@ class CsrWriter:
         attributes: dict[str, Any] | None = None,
         progress: bool = False,
         total: int | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if format not in ("csr", "csc"):
             raise ValueError(f"format must be 'csr' or 'csc', not {format!r}")
@@ -79,7 +80,7 @@ class CsrWriter:
         if self.dtype.kind not in "biufc":
             raise TypeError(f"cannot store values of dtype {self.dtype}")
         self._attributes = attributes
-        self._store, self._base = store_and_path(target, path)
+        self._store, self._base = store_and_path(resolve(target, storage_options), path)
         exists = group_exists(self._store, self._base)
         if exists and not overwrite:
             raise FileExistsError(f"{self._base or 'the store root'} already exists; pass overwrite=True to replace it")

@@ -9,7 +9,7 @@ import zarr
 
 from sparsezarr import _lib
 from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, local_dir, reconsolidate, replace_dir, rust_store, staging
+from sparsezarr._stores import array_json, key_prefix, local_dir, reconsolidate, replace_dir, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressed,
     Compressors,
@@ -41,12 +41,14 @@ def write_csr(
     index_dtype: IndexDType = None,
     overwrite: bool = False,
     attributes: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> CsrArray:
     """Write a matrix as a CSR group (the anndata on-disk layout, or ``layout="binsparse"``).
 
     ``x`` is any scipy.sparse array or matrix (CSC is converted), a pydata ``sparse`` array or a
     dense 2-d array. ``target`` is a path, a zarr store or a group; the CSR group is written at
-    ``path`` below it (the root by default). ``data`` and ``indices`` get inner chunks of
+    ``path`` below it (the root by default); a URL (``s3://bucket/x.zarr``, ``gs://``, ``az://``)
+    is opened as zarr opens it, with fsspec's ``storage_options``, and written from Rust. ``data`` and ``indices`` get inner chunks of
     ``chunks`` elements (default 8192) in shards of ``shards`` elements (default 4,194,304; None
     for no sharding) and ``compressors`` (default Blosc zstd level 1 with byte shuffle). Indices
     are int32 when they fit (``index_dtype="minimal"`` for the smallest unsigned type), ``indptr``
@@ -59,7 +61,7 @@ def write_csr(
     """
     m = as_compressed(x, "csr")
     g = _write_group(
-        target,
+        resolve(target, storage_options),
         path,
         "csr",
         m,
@@ -86,11 +88,12 @@ def write_csc(
     index_dtype: IndexDType = None,
     overwrite: bool = False,
     attributes: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> CsrArray:
     """Write a matrix as a CSC group (see :func:`write_csr`)."""
     m = as_compressed(x, "csc")
     g = _write_group(
-        target,
+        resolve(target, storage_options),
         path,
         "csc",
         m,

@@ -323,3 +323,52 @@ def test_urls_with_storage_options(s3: S3Server, strict: None, tmp_path: Any) ->
         sparsezarr.convert(dst, back, storage_options=so, progress=False)
         np.testing.assert_array_equal(ad.read_zarr(back).X.toarray(), x.toarray())
     np.testing.assert_array_equal(sparsezarr.open_csr(dst, path="X", storage_options=so)[:].toarray(), x.toarray())
+
+
+def test_virtual_components_in_different_stores(s3: S3Server, strict: None, tmp_path: Any, monkeypatch: Any) -> None:
+    """One store per sample (arrays at the roots of their stores): local directories, S3 prefixes
+    through obstore and s3fs, and sparse arrays; saved views reopen under ``allow``."""
+    parts = [np.arange(i * 100, i * 100 + 60, dtype="int32").reshape(6, 10) for i in range(4)]
+    want = np.concatenate(parts, axis=0)
+    # The seed's first example: zarr.open_array("array1.zarr"), zarr.open_array("array2.zarr").
+    local = []
+    for i in range(2):
+        a = zarr.create_array(LocalStore(tmp_path / f"array{i}.zarr"), shape=(6, 10), chunks=(3, 5), dtype="int32")
+        a[:] = parts[i]
+        local.append(zarr.open_array(str(tmp_path / f"array{i}.zarr"), mode="r"))
+    np.testing.assert_array_equal(sparsezarr.concat(local)[:], want[:12])
+    # Remote samples, one store each, plus a local one.
+    stores = [_zarr_stores(s3, f"sample{i}")["obstore" if i % 2 else "s3fs"] for i in range(3)]
+    arrays = []
+    for i, st in enumerate(stores):
+        a = zarr.create_array(st, shape=(6, 10), chunks=(3, 5), dtype="int32")
+        a[:] = parts[i + 1]
+        arrays.append(a)
+    view = sparsezarr.concat([local[0], *arrays])
+    np.testing.assert_array_equal(view[:], want)
+    np.testing.assert_array_equal(view[5:20, 3:9], want[5:20, 3:9])
+    np.testing.assert_array_equal(sparsezarr.stack([arrays[0], arrays[1]])[1], parts[2])
+    # Sparse arrays, one store per sample.
+    x = [sp.random(20, 30, density=0.2, format="csr", random_state=i, dtype="float32") for i in range(2)]
+    sparse_parts = []
+    for i in range(2):
+        st = _zarr_stores(s3, f"sparse-sample{i}")["obstore"]
+        sparsezarr.create_sparse(st, shape=(20, 30), dtype="float32", chunks=(10, 10))[:, :] = x[i]
+        sparse_parts.append(sparsezarr.open_sparse(st, mode="r"))
+    np.testing.assert_array_equal(sparsezarr.concat(sparse_parts).read().todense(), sp.vstack(x).toarray())
+    # A view of S3-only components saved and reopened: allowed by prefix, read with the caller's
+    # storage options (or the environment's credentials); refused without the allow-list.
+    s3_only = sparsezarr.concat([arrays[0], arrays[2]])
+    doc = s3_only.document
+    urls = [c["url"] for c in doc["source"]["components"]]
+    assert all(u.startswith(f"s3://{s3.bucket}/") for u in urls), urls
+    reopened = sparsezarr.open_virtual(doc, root=tmp_path, allow=[f"s3://{s3.bucket}/"], storage_options=s3.storage_options())
+    np.testing.assert_array_equal(reopened[:], np.concatenate([parts[1], parts[3]]))
+    monkeypatch.setenv("AWS_ENDPOINT", s3.endpoint)
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    from_env = sparsezarr.open_virtual(doc, root=tmp_path, allow=[f"s3://{s3.bucket}/"])
+    np.testing.assert_array_equal(from_env[:], np.concatenate([parts[1], parts[3]]))
+    with pytest.raises(ValueError, match="allow-list"):
+        sparsezarr.open_virtual(doc, root=tmp_path).read()
+    with pytest.raises(ValueError, match="allow-list"):
+        sparsezarr.open_virtual(doc, root=tmp_path, allow=[f"s3://{s3.bucket}/other"]).read()

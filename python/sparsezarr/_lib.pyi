@@ -201,6 +201,7 @@ class VirtualArray:
         dir: str = "",
         *,
         allow: list[str] = ...,
+        mounts: list[tuple[str, Store]] = ...,
         threads: int = 0,
         validate_checksums: bool = True,
     ) -> None: ...

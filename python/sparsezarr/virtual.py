@@ -35,7 +35,7 @@ from zarr.storage import LocalStore
 from sparsezarr import _lib
 from sparsezarr._indexing import Key, Selection, expand, int_index, orthogonal, selection_len
 from sparsezarr._settings import Settings
-from sparsezarr._stores import rust_store
+from sparsezarr._stores import is_url, resolve, rust_store
 from sparsezarr.csr._layout import Format
 from sparsezarr.csr._read import CompressedMatrix, CsrArray, Output, read_compressed
 
@@ -94,6 +94,48 @@ def _rebase(node: dict[str, Any], old_dir: str, new_dir: str) -> dict[str, Any]:
     return node
 
 
+def _to_urls(node: dict[str, Any], dir: str, base_url: str) -> dict[str, Any]:
+    """Name the components of a node tree (paths relative to ``dir`` of a store) by URLs below
+    ``base_url`` (the store's URL)."""
+    node = copy.deepcopy(node)
+
+    def walk(n: dict[str, Any]) -> None:
+        if n["kind"] == "array" and "path" in n:
+            key = posixpath.normpath(posixpath.join(dir, n.pop("path")))
+            if key.startswith(".."):
+                raise ValueError(f"component path {key!r} escapes the store root")
+            n["url"] = base_url if key in ("", ".") else f"{base_url}/{key}"
+        for c in n.get("components", ()):
+            walk(c)
+        if "source" in n:
+            walk(n["source"])
+
+    walk(node)
+    return node
+
+
+def _store_url(store: Any) -> str:
+    """A URL naming ``store``: its real location for local and remote stores (so that a saved view
+    can be reopened with ``allow=[...]``), a unique name for stores in memory."""
+    if type(store) is LocalStore:
+        return Path(store.root).resolve().as_uri()
+    cls = type(store).__name__
+    if cls == "FsspecStore":
+        protocol = store.fs.protocol if isinstance(store.fs.protocol, str) else store.fs.protocol[0]
+        path = str(store.path).strip("/")
+        return path if protocol in ("http", "https") else f"{protocol}://{path}"
+    if cls == "ObjectStore":
+        inner = store.store
+        config = dict(getattr(inner, "config", {}) or {})
+        prefix = str(getattr(inner, "prefix", "") or "").strip("/")
+        scheme, bucket = {"S3Store": ("s3", "bucket"), "GCSStore": ("gs", "bucket"), "AzureStore": ("az", "container_name")}.get(
+            type(inner).__name__, ("object", "")
+        )
+        base = f"{scheme}://{config.get(bucket, '')}"
+        return f"{base}/{prefix}" if prefix else base
+    return f"memory://{id(store):x}"
+
+
 def _parent(path: str) -> str:
     path = path.strip("/")
     return path.rsplit("/", 1)[0] if "/" in path else ""
@@ -132,11 +174,13 @@ def _leaf(x: Component) -> tuple[Any, str, dict[str, Any], Storage, Any]:
         fill = arr.fill_value
     else:
         raise TypeError(f"cannot use {type(x).__name__} as a virtual array component (expected a zarr.Array, SparseArray, CsrArray or VirtualArray)")
-    path = arr.store_path.path
-    if not path:
-        raise ValueError("an array at the root of a store cannot be a component (components are named by their path)")
+    store, path = arr.store_path.store, arr.store_path.path
+    if not path and type(store) is LocalStore:
+        # An array at the root of its own directory: named by its path in the parent directory.
+        root = Path(store.root).resolve()
+        store, path = LocalStore(str(root.parent), read_only=store.read_only), root.name
     node = {"kind": "array", "path": path, "shape": list(arr.shape), "data_type": _v3_dtype(arr.dtype)}
-    return arr.store_path.store, path, node, storage, fill
+    return store, path, node, storage, fill
 
 
 def _fill_json(value: Any, dtype: np.dtype[Any]) -> Any:
@@ -171,6 +215,8 @@ def _combine(parts: Sequence[Component | VirtualArray], kind: str, axis: int) ->
             items.append((store, "", node, storage, fill))
     store = items[0][0]
     stores = [it[0] for it in items]
+    # Views keep the stores mounted for their components.
+    mounts: dict[str, Any] = {url: s for p in parts if isinstance(p, VirtualArray) for url, s in p._mounts.items()}
     if not all(_same_store(store, s) for s in stores):
         if all(type(s) is LocalStore for s in stores):
             # Different directories: the view's root is their common ancestor.
@@ -182,7 +228,14 @@ def _combine(parts: Sequence[Component | VirtualArray], kind: str, axis: int) ->
                 for r, (_, d, n, st, f) in zip(roots, items, strict=True)
             ]
         else:
-            raise ValueError("all components of a view must live in one store (or in local directories)")
+            # Components in different stores (one bucket prefix per sample, ...): each is named by
+            # the URL of its store, and read through that store (mounted for this view).
+            named = []
+            for s, d, n, st, f in items:
+                url = _store_url(s)
+                mounts[url] = s
+                named.append((store, "", _to_urls(n, d, url), st, f))
+            items = named
     storages = {it[3] for it in items}
     if len(storages) != 1:
         raise ValueError(f"cannot combine components of different storage kinds: {sorted(storages)}")
@@ -206,7 +259,7 @@ def _combine(parts: Sequence[Component | VirtualArray], kind: str, axis: int) ->
     if storage != "dense":
         doc["storage"] = storage
     doc["shape"] = _infer_shape(doc["source"])
-    return VirtualArray(doc, store, "")
+    return VirtualArray(doc, store, "", mounts=mounts)
 
 
 def _same_fill(a: Any, b: Any) -> bool:
@@ -300,6 +353,7 @@ def open_virtual(
     root: str | os.PathLike[str] | None = None,
     allow: Iterable[str] = (),
     mode: Literal["r", "r+"] = "r",
+    storage_options: dict[str, Any] | None = None,
 ) -> VirtualArray:
     """Open a view without touching any component.
 
@@ -311,24 +365,36 @@ def open_virtual(
     * a zarr store or group, with ``path`` the view's path in it (root: the store);
     * a JSON string or dict, with ``root`` the directory its paths are relative to.
 
-    ``allow`` lists absolute URL prefixes (``file:///data/``) that components named by ``url`` may
-    use; others are refused. ``mode="r+"`` allows writes through the view.
+    ``allow`` lists absolute URL prefixes (``file:///data/``, ``s3://bucket/atlas/``) that
+    components named by ``url`` may use; others are refused. Remote prefixes are opened with
+    fsspec's ``storage_options`` (as zarr opens URLs), or with credentials from the environment
+    when none are given. ``mode="r+"`` allows writes through the view.
     """
     read_only = mode == "r"
+    allow = list(allow)
+    mounts = (
+        {prefix.rstrip("/"): resolve(prefix.rstrip("/"), storage_options, read_only=read_only) for prefix in allow if is_url(prefix)}
+        if storage_options
+        else {}
+    )
     if isinstance(source, dict) or (isinstance(source, str) and source.lstrip().startswith("{")):
         if root is None:
             raise ValueError("pass root= (the directory the document's paths are relative to) with a document")
         doc = source if isinstance(source, dict) else json.loads(source)
-        return VirtualArray(doc, LocalStore(str(root), read_only=read_only), "", allow=allow)
+        return VirtualArray(doc, LocalStore(str(root), read_only=read_only), "", allow=allow, mounts=mounts)
     if isinstance(source, str | os.PathLike) and not path:
         p = Path(source)
         if p.is_file():
             text = p.read_text()
-            return VirtualArray(json.loads(text), LocalStore(str(root or p.parent), read_only=read_only), _dir_in_root(p.parent, root), allow=allow)
+            return VirtualArray(
+                json.loads(text), LocalStore(str(root or p.parent), read_only=read_only), _dir_in_root(p.parent, root), allow=allow, mounts=mounts
+            )
         if (p / DOCUMENT_KEY).is_file():
             base = Path(root) if root is not None else p.parent
             text = (p / DOCUMENT_KEY).read_text()
-            return VirtualArray(json.loads(text), LocalStore(str(base), read_only=read_only), _dir_in_root(p.parent, root), allow=allow)
+            return VirtualArray(
+                json.loads(text), LocalStore(str(base), read_only=read_only), _dir_in_root(p.parent, root), allow=allow, mounts=mounts
+            )
         raise FileNotFoundError(f"{str(source)!r} is neither a virtual array directory (holding {DOCUMENT_KEY}) nor a .json document")
     store = _store_of(source, mode=mode)
     if isinstance(source, zarr.Group) and source.path:
@@ -337,7 +403,7 @@ def open_virtual(
     buf = sync(store.get(key, prototype=default_buffer_prototype()))
     if buf is None:
         raise FileNotFoundError(f"no virtual array at {path!r} (missing key {key!r})")
-    return VirtualArray(json.loads(buf.to_bytes()), store, _parent(path) + "/" if _parent(path) else "", allow=allow)
+    return VirtualArray(json.loads(buf.to_bytes()), store, _parent(path) + "/" if _parent(path) else "", allow=allow, mounts=mounts)
 
 
 def _dir_in_root(directory: Path, root: Any) -> str:
@@ -361,11 +427,14 @@ def _is_fancy(k: Any) -> bool:
 class VirtualArray:
     """A virtual array: a JSON document over stored components (see the module docstring)."""
 
-    def __init__(self, document: dict[str, Any], store: Any, dir: str = "", *, allow: Iterable[str] = ()) -> None:
+    def __init__(
+        self, document: dict[str, Any], store: Any, dir: str = "", *, allow: Iterable[str] = (), mounts: dict[str, Any] | None = None
+    ) -> None:
         self._doc = document
         self._store = store
         self._dir = dir
         self._allow = list(allow)
+        self._mounts = dict(mounts or {})
         settings = Settings.from_config()
         self._rust_store = rust_store(store)
         self._lib = _lib.VirtualArray(
@@ -373,6 +442,7 @@ class VirtualArray:
             json.dumps(document),
             dir,
             allow=self._allow,
+            mounts=[(url, rust_store(s)) for url, s in self._mounts.items()],
             threads=settings.threads,
             validate_checksums=settings.validate_checksums,
         )
@@ -454,7 +524,7 @@ class VirtualArray:
             doc["attributes"] = dict(attributes)
         if dimension_names is not None:
             doc["dimension_names"] = list(dimension_names)
-        return VirtualArray(doc, self._store, self._dir, allow=self._allow)
+        return VirtualArray(doc, self._store, self._dir, allow=self._allow, mounts=self._mounts)
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -484,7 +554,7 @@ class VirtualArray:
         doc["source"] = source
         doc["shape"] = _infer_shape(source)
         doc.pop("dimension_names", None) if len(doc["shape"]) != self.ndim else None
-        return VirtualArray(doc, self._store, self._dir, allow=self._allow)
+        return VirtualArray(doc, self._store, self._dir, allow=self._allow, mounts=self._mounts)
 
     def transpose(self, *axes: int) -> VirtualArray:
         """A view with permuted dimensions (reversed when no axes are given)."""
@@ -493,7 +563,7 @@ class VirtualArray:
         selection = [{"start": 0, "step": 1, "size": n} for n in self._shape]
         doc["source"] = {"kind": "index", "source": doc["source"], "selection": selection, "transpose": [int(p) % max(self.ndim, 1) for p in perm]}
         doc["shape"] = _infer_shape(doc["source"])
-        return VirtualArray(doc, self._store, self._dir, allow=self._allow)
+        return VirtualArray(doc, self._store, self._dir, allow=self._allow, mounts=self._mounts)
 
     @property
     def T(self) -> VirtualArray:  # noqa: N802 - numpy's name

@@ -143,14 +143,7 @@ impl PyStore {
     /// None), or its last `suffix` bytes: `(bytes, total size, version)`, or None if absent. One
     /// request on an object store.
     #[pyo3(signature = (key, offset = 0, length = None, suffix = None))]
-    fn read<'py>(
-        &self,
-        py: Python<'py>,
-        key: &str,
-        offset: u64,
-        length: Option<u64>,
-        suffix: Option<u64>,
-    ) -> PyResult<Option<ReadAnswer<'py>>> {
+    fn read<'py>(&self, py: Python<'py>, key: &str, offset: u64, length: Option<u64>, suffix: Option<u64>) -> PyResult<Option<ReadAnswer<'py>>> {
         let store = self.inner.clone();
         let got = py.run_detached(|| -> Result<Option<ReadResult>> {
             let range = match (suffix, length) {

@@ -64,12 +64,28 @@ fn outs(sels: &[DimSel], keep: &[bool]) -> PyResult<Vec<Option<DimSel>>> {
 impl PyVirtualArray {
     /// Open the document `document` (JSON text) found in directory `dir` (a key prefix, `""` or
     /// `"a/b/"`) of `store`. Parses and checks the document; opens no component.
+    ///
+    /// `mounts` maps URL prefixes (`s3://bucket/sample1.zarr`) to stores: components named by
+    /// URLs below one are read through it.
     #[new]
-    #[pyo3(signature = (store, document, dir = "", *, allow = Vec::new(), threads = 0, validate_checksums = true))]
-    fn new(store: &Bound<'_, PyAny>, document: &str, dir: &str, allow: Vec<String>, threads: usize, validate_checksums: bool) -> PyResult<Self> {
+    #[pyo3(signature = (store, document, dir = "", *, allow = Vec::new(), mounts = Vec::new(), threads = 0, validate_checksums = true))]
+    fn new(
+        store: &Bound<'_, PyAny>,
+        document: &str,
+        dir: &str,
+        allow: Vec<String>,
+        mounts: Vec<(String, Bound<'_, PyAny>)>,
+        threads: usize,
+        validate_checksums: bool,
+    ) -> PyResult<Self> {
         let store = shared_store(store)?;
-        let options =
-            OpenOptions { allow, engine: EngineOptions { validate_checksums, ..EngineOptions::default() }, concurrency: Concurrency { threads } };
+        let mounts = mounts.into_iter().map(|(url, s)| shared_store(&s).map(|s| (url, s))).collect::<PyResult<Vec<_>>>()?;
+        let options = OpenOptions {
+            allow,
+            mounts,
+            engine: EngineOptions { validate_checksums, ..EngineOptions::default() },
+            concurrency: Concurrency { threads },
+        };
         let loc = Location { store, dir: dir.to_string() };
         let inner =
             sparsezarr_core::error::catch_panic(|| VirtualArray::open(document, loc, options, Vec::new())).map_err(crate::errors::to_pyerr)?;

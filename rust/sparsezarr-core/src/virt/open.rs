@@ -11,7 +11,7 @@ use crate::engine::{ArrayEngine, Concurrency};
 use crate::error::{Error, Result};
 use crate::metadata::{ArrayMeta, ChunkKeys};
 use crate::sparse::array::SparseArray;
-use crate::store::{ByteRange, FsStore, Store};
+use crate::store::{ByteRange, FsStore, ObjectBackend, ObjectOptions, Store};
 
 use super::spec::{LeafSpec, MAX_DEPTH, Storage};
 use super::view::VirtualArray;
@@ -30,14 +30,32 @@ pub struct Location {
 }
 
 /// What the opener allows and how components are read.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OpenOptions {
-    /// Absolute URL prefixes components may use (`file:///data/atlas/`); empty = none.
+    /// Absolute URL prefixes components may use (`file:///data/atlas/`, `s3://bucket/atlas/`);
+    /// empty = none.
     pub allow: Vec<String>,
+    /// Stores the caller opened for URL prefixes (`s3://bucket/sample1.zarr`): a component whose
+    /// URL lies below one is read through it (credentials and endpoint as the caller set them),
+    /// and is allowed without an `allow` entry. Remote URLs under `allow` without a mount are
+    /// opened with credentials from the environment.
+    pub mounts: Vec<(String, Arc<dyn Store>)>,
     /// Codec options for components.
     pub engine: EngineOptions,
     /// Threads.
     pub concurrency: Concurrency,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mounts: Vec<&str> = self.mounts.iter().map(|(url, _)| url.as_str()).collect();
+        f.debug_struct("OpenOptions")
+            .field("allow", &self.allow)
+            .field("mounts", &mounts)
+            .field("engine", &self.engine)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 /// An opened component.
@@ -171,8 +189,11 @@ pub fn resolve(leaf: &LeafSpec, loc: &Location, options: &OpenOptions) -> Result
         return Ok(Resolved { id: format!("{}:{key}", loc.store.cache_id()), prefix: format!("{key}/"), dir, store: loc.store.clone() });
     }
     let url = leaf.url.as_deref().unwrap_or_default();
+    if let Some(r) = resolve_mounted(url, options)? {
+        return Ok(r);
+    }
     let Some(path) = url.strip_prefix("file://") else {
-        return Err(Error::Unsupported(format!("component URL {url:?}: only file:// URLs are supported")));
+        return resolve_remote(url, loc, options);
     };
     let norm = normalise_abs(path)?;
     let allowed = options.allow.iter().find_map(|prefix| {
@@ -197,6 +218,56 @@ pub fn resolve(leaf: &LeafSpec, loc: &Location, options: &OpenOptions) -> Result
     let name = norm.file_name().and_then(|n| n.to_str()).ok_or_else(|| confine(format!("URL {url:?} names no array")))?.to_string();
     let store: Arc<dyn Store> = Arc::new(FsStore::new(parent, loc.store.read_only()));
     Ok(Resolved { id: format!("file:{}", norm.display()), prefix: format!("{name}/"), dir: String::new(), store })
+}
+
+/// Whether `url` is `base` or lies below it (whole path segments).
+fn below(url: &str, base: &str) -> Option<String> {
+    let base = base.trim_end_matches('/');
+    let rest = url.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(String::new());
+    }
+    rest.strip_prefix('/').map(|r| r.trim_end_matches('/').to_string())
+}
+
+/// Keys below a URL must stay below it: no `.`, `..` or empty segments.
+fn check_relative(url: &str, rest: &str) -> Result<()> {
+    if !rest.is_empty() && rest.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Err(confine(format!("URL {url:?} must not contain '.', '..' or empty path segments")));
+    }
+    Ok(())
+}
+
+fn in_store(url: &str, store: Arc<dyn Store>, rest: &str) -> Resolved {
+    let (prefix, dir) = match rest.rfind('/') {
+        _ if rest.is_empty() => (String::new(), String::new()),
+        Some(i) => (format!("{rest}/"), format!("{}/", &rest[..i])),
+        None => (format!("{rest}/"), String::new()),
+    };
+    Resolved { id: format!("url:{url}"), prefix, dir, store }
+}
+
+/// A component below a store the caller mounted (the longest matching mount wins).
+fn resolve_mounted(url: &str, options: &OpenOptions) -> Result<Option<Resolved>> {
+    let best = options.mounts.iter().filter_map(|(base, store)| below(url, base).map(|rest| (base.len(), rest, store))).max_by_key(|m| m.0);
+    let Some((_, rest, store)) = best else { return Ok(None) };
+    check_relative(url, &rest)?;
+    Ok(Some(in_store(url, store.clone(), &rest)))
+}
+
+/// A component on a remote object store (`s3://`, `gs://`, `az://`, `http(s)://`), allowed by a
+/// prefix in `allow`; opened with credentials from the environment.
+fn resolve_remote(url: &str, loc: &Location, options: &OpenOptions) -> Result<Resolved> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    if !url.contains("://") || !matches!(scheme, "s3" | "s3a" | "gs" | "gcs" | "az" | "abfs" | "abfss" | "http" | "https") {
+        return Err(Error::Unsupported(format!("component URL {url:?}: only file://, s3://, gs://, az:// and http(s):// URLs are supported")));
+    }
+    let Some(rest) = options.allow.iter().find_map(|base| below(url, base)) else {
+        return Err(confine(format!("absolute URL {url:?} is not in the allow-list; pass allow=[...] with a prefix of it to open it")));
+    };
+    check_relative(url, &rest)?;
+    let store: Arc<dyn Store> = Arc::new(ObjectBackend::from_url(url, &[], loc.store.read_only(), ObjectOptions::default())?);
+    Ok(in_store(url, store, ""))
 }
 
 fn read_json(store: &dyn Store, key: &str) -> Result<Option<serde_json::Value>> {

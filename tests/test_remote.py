@@ -372,3 +372,40 @@ def test_virtual_components_in_different_stores(s3: S3Server, strict: None, tmp_
         sparsezarr.open_virtual(doc, root=tmp_path).read()
     with pytest.raises(ValueError, match="allow-list"):
         sparsezarr.open_virtual(doc, root=tmp_path, allow=[f"s3://{s3.bucket}/other"]).read()
+
+
+def test_http_backend_reads_arrays(s3: S3Server, strict: None) -> None:
+    """The HTTP backend (object_store's HttpStore) reads an array served over plain HTTP range
+    GETs (moto serves the bucket's objects to unsigned GETs); listing and writes are not part of
+    HTTP, so the store is read-only."""
+    prefix = _prefix("http")
+    data = np.arange(64 * 64, dtype="int16").reshape(64, 64)
+    a = zarr.create_array(ObjectStore(s3.obstore(prefix=prefix)), shape=data.shape, chunks=(8, 8), shards=(32, 32), dtype="int16")
+    a[:] = data
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name=s3.region)
+    for obj in client.list_objects_v2(Bucket=s3.bucket, Prefix=f"{prefix}/")["Contents"]:
+        client.put_object_acl(Bucket=s3.bucket, Key=obj["Key"], ACL="public-read")  # served to anyone over HTTP
+    url = f"{s3.endpoint}/{s3.bucket}/{prefix}"
+    raw = _lib.Store.object_url(url, {"allow_http": "true"}, read_only=True)
+    assert raw.capabilities()["conditional_writes"] is False
+    assert raw.read("zarr.json") is not None
+    assert raw.read("c/0/0", suffix=16)[1] > 16
+    store = FsspecStore.from_url(url, read_only=True)
+    b = zarr.open_array(store, mode="r")
+    np.testing.assert_array_equal(b[:], data)
+    np.testing.assert_array_equal(b[5:40, 3:9], data[5:40, 3:9])
+
+
+def test_gcs_and_azure_urls_build_clients() -> None:
+    """No GCS or Azure server runs here: the builders are checked (configuration accepted,
+    errors for what they refuse are clear ValueErrors)."""
+    gcs = _lib.Store.object_url("gs://some-bucket/prefix", {"google_skip_signature": "true"}, read_only=True)
+    assert gcs.kind == "object" and gcs.capabilities()["conditional_writes"] is True
+    az = _lib.Store.object_url("az://container/prefix", {"azure_storage_account_name": "acct", "azure_skip_signature": "true"}, read_only=True)
+    assert az.kind == "object"
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        _lib.Store.object_url("ftp://host/x")
+    with pytest.raises(ValueError, match="cannot open object store"):
+        _lib.Store.object_url("s3://bucket/x", {"not_an_option": "1"})

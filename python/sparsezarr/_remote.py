@@ -142,7 +142,8 @@ def _fsspec_target(store: Any) -> tuple[str, dict[str, str]] | str:
         left = sorted(k for k, v in so.items() if k not in _IGNORED and not (k == "client_kwargs" and not v))
         if left:
             return f"HTTP file system options {left} cannot be mapped to the Rust HTTP client"
-        options, url = {}, str(store.path)
+        url = str(store.path)
+        options = {"allow_http": "true"} if url.startswith("http://") else {}
     else:
         return f"fsspec protocol {protocol!r} has no Rust backend"
     if isinstance(options, str):

@@ -464,6 +464,13 @@ impl ShardingPlan {
         touched * 2 > self.layout.n_inner()
     }
 
+    /// Whether reading `sel` from a shard reads the whole shard (more than half its inner chunks
+    /// are touched), so that a remote read fetches it whole at once rather than its index first.
+    #[must_use]
+    pub fn reads_whole(&self, sel: &Selection) -> bool {
+        self.wants_whole(sel.partition(self.layout.inner_shape()).len())
+    }
+
     /// The byte ranges of the shard `value` that [`read_into`](Self::read_into) will read for
     /// `sel` beyond those `value` already holds: the whole shard, or the coalesced ranges of the
     /// inner chunks touched (from the shard's index, which `value` must be able to serve).

@@ -236,8 +236,14 @@ impl ArrayEngine {
         if store.capabilities().cheap_ranges {
             return Ok(None);
         }
-        let mut pre = Prefetched::with_first(store, requests.iter().map(|r| r.key.as_str()), self.plan.first_read())?;
-        if let Some(sharding) = self.plan.as_sharding() {
+        let first = self.plan.first_read();
+        let sharding = self.plan.as_sharding();
+        // A shard the selection mostly covers is fetched whole in the first round.
+        let mut pre = Prefetched::with_ranges(
+            store,
+            requests.iter().map(|r| (r.key.as_str(), if sharding.is_some_and(|s| s.reads_whole(&r.selection)) { ByteRange::All } else { first })),
+        )?;
+        if let Some(sharding) = sharding {
             let mut wanted: Vec<(String, u64, u64)> = Vec::new();
             for r in requests {
                 if let Some(Some(value)) = pre.fetched(&r.key) {
@@ -313,6 +319,36 @@ impl ArrayEngine {
             }
             Err(Error::Conflict { key: r.key.clone(), message: format!("still contended after {MAX_WRITE_ATTEMPTS} attempts") })
         };
+        let batched = !origin.capabilities().cheap_ranges;
+        // Stores where each write is a round trip: encode everything, then store it with one
+        // batch of concurrent writes; writes that meet a conflict start over one by one.
+        let work_batched = || -> Result<()> {
+            let merged: Vec<Merged> = requests.par_iter().map(|r| encode(r)).collect::<Result<_>>()?;
+            let mut puts: Vec<(&ChunkRequest, WriteMode)> = Vec::new();
+            let mut values: Vec<(&str, Encoded, WriteMode)> = Vec::new();
+            let mut rest: Vec<(&ChunkRequest, Merged)> = Vec::new();
+            for (r, m) in requests.iter().zip(merged) {
+                match m.new {
+                    Some(bytes) => {
+                        puts.push((r, m.mode.clone()));
+                        values.push((r.key.as_str(), bytes, m.mode));
+                    }
+                    None => rest.push((r, m)),
+                }
+            }
+            let results = store.put_batch(values);
+            for ((r, _), result) in puts.into_iter().zip(results) {
+                match result {
+                    Ok(_) => {}
+                    Err(Error::Conflict { .. }) => store_one(r, merge(r, origin, ByteRange::All)?)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            rest.into_iter().try_for_each(|(r, m)| store_one(r, m))
+        };
+        if batched {
+            return run_in_pool(self.concurrency.threads, work_batched);
+        }
         let (partial, complete): (Vec<&ChunkRequest>, Vec<&ChunkRequest>) = requests.iter().partition(|r| !r.complete);
         let work = || -> Result<()> {
             let merged: Vec<Merged> = if partial.len() > 1 {

@@ -271,6 +271,12 @@ pub trait Store: Send + Sync {
     /// I/O error.
     fn put(&self, key: &str, value: Encoded, mode: WriteMode) -> Result<Option<Version>>;
 
+    /// Store a batch of values; one answer per write, in order. Backends with latency issue the
+    /// writes concurrently; the default stores them one after another.
+    fn put_batch(&self, writes: Vec<(&str, Encoded, WriteMode)>) -> Vec<Result<Option<Version>>> {
+        writes.into_iter().map(|(key, value, mode)| self.put(key, value, mode)).collect()
+    }
+
     /// Remove the value at `key` (no error if absent).
     ///
     /// # Errors

@@ -118,8 +118,7 @@ impl ObjectBackend {
                     let key: object_store::azure::AzureConfigKey = k.parse().map_err(|e| bad(&e))?;
                     b = b.with_config(key, v);
                 }
-                let (_, path) = object_store::parse_url(&parsed).map_err(|e| bad(&e))?;
-                (Arc::new(b.build().map_err(|e| bad(&e))?), path.to_string())
+                (Arc::new(b.build().map_err(|e| bad(&e))?), parsed.path().to_string())
             }
             _ => {
                 // The HTTP store is rooted at the URL; keys are relative to it.
@@ -314,6 +313,23 @@ impl Store for ObjectBackend {
         check_writable(self.read_only, key)?;
         check_key(key)?;
         block_on(self.put_async(key, value, mode))
+    }
+
+    fn put_batch(&self, writes: Vec<(&str, Encoded, WriteMode)>) -> Vec<Result<Option<Version>>> {
+        let run = async {
+            futures::stream::iter(writes.into_iter().map(|(key, value, mode)| async move {
+                check_writable(self.read_only, key)?;
+                check_key(key)?;
+                self.put_async(key, value, mode).await
+            }))
+            .buffered(self.options.max_in_flight.max(1))
+            .collect::<Vec<_>>()
+            .await
+        };
+        match io_runtime() {
+            Ok(rt) => rt.block_on(run),
+            Err(e) => vec![Err(e)],
+        }
     }
 
     fn delete(&self, key: &str) -> Result<()> {

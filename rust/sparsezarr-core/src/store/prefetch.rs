@@ -59,15 +59,25 @@ impl<'s> Prefetched<'s> {
     /// # Errors
     /// The first error of the batch.
     pub fn with_first<'k>(inner: &'s dyn Store, keys: impl IntoIterator<Item = &'k str>, first: ByteRange) -> Result<Self> {
-        let mut unique: Vec<&str> = keys.into_iter().collect();
-        unique.sort_unstable();
-        unique.dedup();
-        let requests: Vec<ReadRequest<'_>> = unique.iter().map(|&key| ReadRequest { key, range: first }).collect();
+        Self::with_ranges(inner, keys.into_iter().map(|k| (k, first)))
+    }
+
+    /// Fetch one range of each key (a key named twice is fetched once: whole if either asks for
+    /// the whole value).
+    ///
+    /// # Errors
+    /// The first error of the batch.
+    pub fn with_ranges<'k>(inner: &'s dyn Store, wanted: impl IntoIterator<Item = (&'k str, ByteRange)>) -> Result<Self> {
+        let mut unique: Vec<(&str, ByteRange)> = wanted.into_iter().collect();
+        // Whole values sort first among requests for one key, so they are the ones kept.
+        unique.sort_by_key(|(k, r)| (*k, !matches!(r, ByteRange::All)));
+        unique.dedup_by_key(|(k, _)| *k);
+        let requests: Vec<ReadRequest<'_>> = unique.iter().map(|&(key, range)| ReadRequest { key, range }).collect();
         let results = inner.read_batch(&requests);
         let mut values = HashMap::with_capacity(unique.len());
-        for (key, result) in unique.into_iter().zip(results) {
+        for ((key, range), result) in unique.into_iter().zip(results) {
             let fetched = match result? {
-                Some(r) => Some(Fetched::from_result(key, first, r)?),
+                Some(r) => Some(Fetched::from_result(key, range, r)?),
                 None => None,
             };
             values.insert(key.to_string(), fetched);
@@ -140,6 +150,10 @@ impl Store for Prefetched<'_> {
 
     fn put(&self, key: &str, value: Encoded, mode: WriteMode) -> Result<Option<Version>> {
         self.inner.put(key, value, mode)
+    }
+
+    fn put_batch(&self, writes: Vec<(&str, Encoded, WriteMode)>) -> Vec<Result<Option<Version>>> {
+        self.inner.put_batch(writes)
     }
 
     fn delete(&self, key: &str) -> Result<()> {

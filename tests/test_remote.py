@@ -195,6 +195,29 @@ def test_a_shard_read_sends_two_requests_and_no_head(s3: S3Server, strict: None)
         assert t.peak_in_flight > 8, t.peak_in_flight
 
 
+def test_a_cached_index_saves_a_round_trip_and_is_checked(s3: S3Server, strict: None) -> None:
+    """A shard read again is one round trip (its index is cached with the ETag it had); when the
+    shard was replaced meanwhile (by another client), the answer's ETag differs and the read is
+    done again from scratch: never a stale index applied to new bytes."""
+    prefix = _prefix("cached")
+    data = np.arange(128 * 128, dtype="int32").reshape(128, 128)
+    with LatencyProxy(s3.endpoint) as proxy:
+        store = ObjectStore(s3.via(proxy.endpoint).obstore(prefix=prefix))
+        a = zarr.create_array(store, shape=data.shape, chunks=(16, 16), shards=(128, 128), dtype="int32", compressors=None)
+        a[:] = data
+        proxy.reset()
+        np.testing.assert_array_equal(a[0:32, 0:64], data[0:32, 0:64])
+        assert proxy.reset().requests == {"GET-range": 2}
+        np.testing.assert_array_equal(a[0:32, 0:64], data[0:32, 0:64])
+        assert proxy.reset().requests == {"GET-range": 1}
+        # Another client rewrites the shard with other values (its layout changes: compressed).
+        other = zarr.open_array(ObjectStore(s3.obstore(prefix=prefix)), mode="r+")
+        with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"}):
+            other[:] = -data
+        np.testing.assert_array_equal(a[0:32, 0:64], -data[0:32, 0:64])
+        np.testing.assert_array_equal(a[40:100, 3:77], -data[40:100, 3:77])
+
+
 def test_fsspec_options_that_cannot_be_mapped_fall_back_with_the_reason(s3: S3Server, ours: Any) -> None:
     store = FsspecStore.from_url(
         f"s3://{s3.bucket}/{_prefix('unmapped')}", storage_options={**s3.storage_options(), "client_kwargs": {"verify": False}}

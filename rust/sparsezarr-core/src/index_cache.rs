@@ -17,6 +17,9 @@ pub struct IndexCache {
 
 struct CacheState {
     map: HashMap<CacheKey, (Arc<Vec<u64>>, u64)>,
+    /// The version of each shard (by store and key) whose index was read last: a remote read can
+    /// then fetch inner chunks with the cached index at once, and check the version it gets.
+    latest: HashMap<(u64, String), Version>,
     bytes: usize,
     budget: usize,
     tick: u64,
@@ -26,7 +29,7 @@ impl IndexCache {
     /// A cache holding at most `budget` bytes of indexes (0 disables caching).
     #[must_use]
     pub fn new(budget: usize) -> Self {
-        Self { state: Mutex::new(CacheState { map: HashMap::new(), bytes: 0, budget, tick: 0 }) }
+        Self { state: Mutex::new(CacheState { map: HashMap::new(), latest: HashMap::new(), bytes: 0, budget, tick: 0 }) }
     }
 
     /// Change the budget (0 disables caching and empties the cache).
@@ -35,6 +38,7 @@ impl IndexCache {
         s.budget = budget;
         if budget == 0 {
             s.map.clear();
+            s.latest.clear();
             s.bytes = 0;
         }
     }
@@ -73,6 +77,23 @@ impl IndexCache {
             s.map.retain(|_, e| e.1 > cutoff);
             s.bytes = s.map.values().map(|e| e.0.len() * 8 + 64).sum();
         }
+    }
+
+    /// Remember that `version` is the latest seen of the shard `key` of the store `store_id`.
+    pub(crate) fn note_version(&self, store_id: u64, key: &str, version: &Version) {
+        let mut s = self.lock();
+        if s.budget == 0 {
+            return;
+        }
+        if s.latest.len() > 4 * s.map.len() + 1024 {
+            s.latest.clear();
+        }
+        s.latest.insert((store_id, key.to_string()), version.clone());
+    }
+
+    /// The latest version seen of the shard `key` of the store `store_id`.
+    pub(crate) fn latest_version(&self, store_id: u64, key: &str) -> Option<Version> {
+        self.lock().latest.get(&(store_id, key.to_string())).cloned()
     }
 
     /// Number of cached indexes.

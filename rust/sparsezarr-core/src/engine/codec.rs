@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::index_cache::IndexCache;
 use crate::runtime::try_map;
 pub use crate::store::Encoded;
-use crate::store::{ByteRange, BytesValue, ValueReader};
+use crate::store::{ByteRange, BytesValue, ValueReader, Version};
 
 #[derive(Debug)]
 struct A2AStage {
@@ -487,6 +487,17 @@ impl ShardingPlan {
         }
         let index = self.layout.load_index(value, cache)?;
         Ok(self.layout.inner_ranges(&index, parts.iter().map(|(coords, _)| self.layout.linear(coords))))
+    }
+
+    /// The byte ranges [`read_into`](Self::read_into) will read for `sel` from the shard `key` if
+    /// it is still at `version` and the cache holds that version's index (`None` otherwise, or if
+    /// the selection touches no stored inner chunk).
+    #[must_use]
+    pub fn cached_ranges(&self, cache: &IndexCache, key: &str, version: &Version, sel: &Selection) -> Option<Vec<(u64, u64)>> {
+        let index = self.layout.cached_index(cache, key, version)?;
+        let parts = sel.partition(self.layout.inner_shape());
+        let ranges = self.layout.inner_ranges(&index, parts.iter().map(|(coords, _)| self.layout.linear(coords)));
+        (!ranges.is_empty()).then_some(ranges)
     }
 
     /// Read the elements `sel` names from the shard `value` into `out`.

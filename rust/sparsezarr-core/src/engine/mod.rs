@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::index_cache::IndexCache;
 use crate::metadata::ArrayMeta;
 use crate::runtime::run_in_pool;
-use crate::store::{ByteRange, Prefetched, Store, WriteMode};
+use crate::store::{ByteRange, Prefetched, Store, Version, WriteMode};
 
 /// Best times of encoding and decoding a set of chunks in memory (see [`ArrayEngine::codec_bound`]).
 #[derive(Debug, Clone, Copy)]
@@ -237,21 +237,56 @@ impl ArrayEngine {
             return Ok(None);
         }
         let first = self.plan.first_read();
-        let sharding = self.plan.as_sharding();
-        // A shard the selection mostly covers is fetched whole in the first round.
-        let mut pre = Prefetched::with_ranges(
-            store,
-            requests.iter().map(|r| (r.key.as_str(), if sharding.is_some_and(|s| s.reads_whole(&r.selection)) { ByteRange::All } else { first })),
-        )?;
-        if let Some(sharding) = sharding {
-            let mut wanted: Vec<(String, u64, u64)> = Vec::new();
-            for r in requests {
-                if let Some(Some(value)) = pre.fetched(&r.key) {
-                    let ranges = sharding.ranges_needed(&*value, &r.selection, Some(cache)).map_err(|e| e.with_key(&r.key))?;
-                    wanted.extend(ranges.into_iter().map(|(off, len)| (r.key.clone(), off, len)));
-                }
+        let Some(sharding) = self.plan.as_sharding() else {
+            return Prefetched::with_first(store, requests.iter().map(|r| r.key.as_str()), first).map(Some);
+        };
+        // Round one: a shard the selection mostly covers is fetched whole; a shard whose index
+        // the cache holds for the version last seen is read at once at the ranges that index
+        // gives (the answers carry the version, checked below); any other shard's index.
+        let store_id = store.cache_id();
+        let mut pre = Prefetched::empty(store);
+        let mut round: Vec<(&str, ByteRange)> = Vec::new();
+        let mut guessed: Vec<(&str, Version)> = Vec::new();
+        for r in requests {
+            if sharding.reads_whole(&r.selection) {
+                round.push((&r.key, ByteRange::All));
+                continue;
             }
-            pre.fetch_ranges(&wanted)?;
+            let cached =
+                cache.latest_version(store_id, &r.key).and_then(|v| sharding.cached_ranges(cache, &r.key, &v, &r.selection).map(|rs| (v, rs)));
+            match cached {
+                Some((version, ranges)) => {
+                    round.extend(ranges.into_iter().map(|(offset, len)| (r.key.as_str(), ByteRange::Range { offset, len })));
+                    guessed.push((&r.key, version));
+                }
+                None => round.push((&r.key, first)),
+            }
+        }
+        let mut again = pre.fetch(&round)?;
+        // A shard replaced since its index was cached (or while the round ran) is read again.
+        again.extend(guessed.iter().filter(|(k, v)| pre.version_of(k) != Some(v)).map(|(k, _)| (*k).to_string()));
+        again.sort_unstable();
+        again.dedup();
+        for key in &again {
+            pre.forget(key);
+        }
+        // Round two: the inner chunks the indexes locate, and whole the shards read again.
+        let mut wanted: Vec<(String, u64, u64)> = Vec::new();
+        for r in requests {
+            if again.contains(&r.key) || guessed.iter().any(|(k, _)| *k == r.key) {
+                continue;
+            }
+            if let Some(Some(value)) = pre.fetched(&r.key) {
+                if let Some(v) = value.version() {
+                    cache.note_version(store_id, &r.key, v);
+                }
+                let ranges = sharding.ranges_needed(&*value, &r.selection, Some(cache)).map_err(|e| e.with_key(&r.key))?;
+                wanted.extend(ranges.into_iter().map(|(off, len)| (r.key.clone(), off, len)));
+            }
+        }
+        pre.fetch_ranges(&wanted)?;
+        if !again.is_empty() {
+            pre.fetch(&again.iter().map(|k| (k.as_str(), ByteRange::All)).collect::<Vec<_>>())?;
         }
         Ok(Some(pre))
     }
@@ -323,7 +358,7 @@ impl ArrayEngine {
         // Stores where each write is a round trip: encode everything, then store it with one
         // batch of concurrent writes; writes that meet a conflict start over one by one.
         let work_batched = || -> Result<()> {
-            let merged: Vec<Merged> = requests.par_iter().map(|r| encode(r)).collect::<Result<_>>()?;
+            let merged: Vec<Merged> = requests.par_iter().map(&encode).collect::<Result<_>>()?;
             let mut puts: Vec<(&ChunkRequest, WriteMode)> = Vec::new();
             let mut values: Vec<(&str, Encoded, WriteMode)> = Vec::new();
             let mut rest: Vec<(&ChunkRequest, Merged)> = Vec::new();

@@ -25,7 +25,7 @@ use crate::engine::repr::{ArrayRepr, EngineOptions, codecs_from_json};
 use crate::error::{Error, Result};
 use crate::index_cache::IndexCache;
 use crate::runtime::try_for_each;
-use crate::store::{ByteRange, Encoded, ValueReader};
+use crate::store::{ByteRange, Encoded, ValueReader, Version};
 
 const MISSING: u64 = u64::MAX;
 
@@ -348,6 +348,12 @@ impl ShardLayout {
             cache.insert(k, index.clone());
         }
         Ok(index)
+    }
+
+    /// The cached index of the shard `key` at `version`, if the cache holds it.
+    #[must_use]
+    pub fn cached_index(&self, cache: &IndexCache, key: &str, version: &Version) -> Option<Arc<Vec<u64>>> {
+        cache.get(&(key.to_string(), version.clone(), self.index_size, self.index_at_start))
     }
 
     /// Byte range of inner chunk `lin`, or `None` if it is missing.

@@ -85,6 +85,53 @@ impl<'s> Prefetched<'s> {
         Ok(Self { inner, values })
     }
 
+    /// Nothing fetched yet (see [`fetch`](Self::fetch)).
+    #[must_use]
+    pub fn empty(inner: &'s dyn Store) -> Self {
+        Self { inner, values: HashMap::new() }
+    }
+
+    /// Fetch any number of ranges of any keys in one batch, added to what was fetched before.
+    /// Returns the keys whose answers came from different versions of the value (replaced while
+    /// the batch ran); the caller should [`forget`](Self::forget) and fetch those again.
+    ///
+    /// # Errors
+    /// The first error of the batch.
+    pub fn fetch(&mut self, wanted: &[(&str, ByteRange)]) -> Result<Vec<String>> {
+        let requests: Vec<ReadRequest<'_>> = wanted.iter().map(|&(key, range)| ReadRequest { key, range }).collect();
+        let results = self.inner.read_batch(&requests);
+        let mut stale: Vec<String> = Vec::new();
+        for (&(key, range), result) in wanted.iter().zip(results) {
+            let got = result?;
+            match (self.values.get_mut(key), got) {
+                (None, got) => {
+                    let fetched = got.map(|r| Fetched::from_result(key, range, r)).transpose()?;
+                    self.values.insert(key.to_string(), fetched);
+                }
+                (Some(Some(entry)), Some(r)) if r.version == entry.version && r.total_size == entry.total_size => {
+                    let (offset, _) = range.resolve(key, r.total_size)?;
+                    entry.segments.push((offset, r.bytes));
+                }
+                (Some(None), None) => {}
+                _ => stale.push(key.to_string()),
+            }
+        }
+        stale.sort_unstable();
+        stale.dedup();
+        Ok(stale)
+    }
+
+    /// Drop what was fetched of `key`.
+    pub fn forget(&mut self, key: &str) {
+        self.values.remove(key);
+    }
+
+    /// The version of the value fetched for `key` (`None` if not fetched, missing or unversioned).
+    #[must_use]
+    pub fn version_of(&self, key: &str) -> Option<&Version> {
+        self.values.get(key).and_then(Option::as_ref).and_then(|f| f.version.as_ref())
+    }
+
     /// Wrap `inner` only if its ranges are expensive; `None` means: use `inner` directly.
     ///
     /// # Errors

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sparsezarr import _lib
@@ -151,21 +152,29 @@ def _fsspec_target(store: Any) -> tuple[str, dict[str, str]] | str:
     return url, options
 
 
-def _obstore_url(inner: Any) -> str:
-    name = type(inner).__name__
-    config = dict(getattr(inner, "config", {}) or {})
-    prefix = str(getattr(inner, "prefix", "") or "").strip("/")
-    if name == "S3Store":
-        base = f"s3://{config.get('bucket', '')}"
-    elif name == "GCSStore":
-        base = f"gs://{config.get('bucket', '')}"
-    elif name == "AzureStore":
-        base = f"az://{config.get('container_name', '')}"
-    else:
-        base = str(getattr(inner, "url", "") or "http")
-    endpoint = config.get("endpoint") or config.get("aws_endpoint")
-    label = f"{base}/{prefix}" if prefix else base
-    return f"{label} ({endpoint})" if endpoint else label
+def store_url(store: Any) -> str:
+    """A URL naming a zarr-python store: its real location for local, obstore and fsspec stores
+    (``file:///...``, ``s3://bucket/prefix``, ...), a unique name for anything else."""
+    from zarr.storage import LocalStore
+
+    if type(store) is LocalStore:
+        return Path(store.root).resolve().as_uri()
+    cls = type(store).__name__
+    if cls == "FsspecStore":
+        protocol = store.fs.protocol if isinstance(store.fs.protocol, str) else store.fs.protocol[0]
+        path = str(store.path).strip("/")
+        return path if protocol in ("http", "https") else f"{protocol}://{path}"
+    if cls == "ObjectStore":
+        inner = store.store
+        config = dict(getattr(inner, "config", {}) or {})
+        prefix = str(getattr(inner, "prefix", "") or "").strip("/")
+        kind = type(inner).__name__
+        if kind == "HTTPStore":
+            return str(getattr(inner, "url", "") or f"http://{id(inner):x}")
+        scheme, bucket = {"S3Store": ("s3", "bucket"), "GCSStore": ("gs", "bucket"), "AzureStore": ("az", "container_name")}.get(kind, ("object", ""))
+        base = f"{scheme}://{config.get(bucket, '')}"
+        return f"{base}/{prefix}" if prefix else base
+    return f"memory://{id(store):x}"
 
 
 def object_handle(store: Any) -> _lib.Store | str | None:
@@ -189,9 +198,11 @@ def object_handle(store: Any) -> _lib.Store | str | None:
         if args[1].get("credential_provider") is not None:
             return f"{kind} has a credential_provider callback; it runs in Python, so this store is used through zarr-python"
         key: tuple[Any, ...] = ("obstore", kind, repr(args), store.read_only, tuning)
+        endpoint = dict(getattr(inner, "config", {}) or {}).get("endpoint")
+        label = f"{store_url(store)} ({endpoint})" if endpoint else store_url(store)
         return _cached(
             key,
-            lambda: _lib.Store.obstore(inner, _obstore_url(inner), read_only=store.read_only, max_in_flight=tuning[0], multipart_threshold=tuning[1]),
+            lambda: _lib.Store.obstore(inner, label, read_only=store.read_only, max_in_flight=tuning[0], multipart_threshold=tuning[1]),
         )
     if cls == "FsspecStore":
         target = _fsspec_target(store)

@@ -34,6 +34,7 @@ from zarr.storage import LocalStore
 
 from sparsezarr import _lib
 from sparsezarr._indexing import Key, Selection, expand, int_index, orthogonal, selection_len
+from sparsezarr._remote import store_url
 from sparsezarr._settings import Settings
 from sparsezarr._stores import is_url, resolve, rust_store
 from sparsezarr.csr._layout import Format
@@ -112,28 +113,6 @@ def _to_urls(node: dict[str, Any], dir: str, base_url: str) -> dict[str, Any]:
 
     walk(node)
     return node
-
-
-def _store_url(store: Any) -> str:
-    """A URL naming ``store``: its real location for local and remote stores (so that a saved view
-    can be reopened with ``allow=[...]``), a unique name for stores in memory."""
-    if type(store) is LocalStore:
-        return Path(store.root).resolve().as_uri()
-    cls = type(store).__name__
-    if cls == "FsspecStore":
-        protocol = store.fs.protocol if isinstance(store.fs.protocol, str) else store.fs.protocol[0]
-        path = str(store.path).strip("/")
-        return path if protocol in ("http", "https") else f"{protocol}://{path}"
-    if cls == "ObjectStore":
-        inner = store.store
-        config = dict(getattr(inner, "config", {}) or {})
-        prefix = str(getattr(inner, "prefix", "") or "").strip("/")
-        scheme, bucket = {"S3Store": ("s3", "bucket"), "GCSStore": ("gs", "bucket"), "AzureStore": ("az", "container_name")}.get(
-            type(inner).__name__, ("object", "")
-        )
-        base = f"{scheme}://{config.get(bucket, '')}"
-        return f"{base}/{prefix}" if prefix else base
-    return f"memory://{id(store):x}"
 
 
 def _parent(path: str) -> str:
@@ -232,7 +211,7 @@ def _combine(parts: Sequence[Component | VirtualArray], kind: str, axis: int) ->
             # the URL of its store, and read through that store (mounted for this view).
             named = []
             for s, d, n, st, f in items:
-                url = _store_url(s)
+                url = store_url(s)
                 mounts[url] = s
                 named.append((store, "", _to_urls(n, d, url), st, f))
             items = named

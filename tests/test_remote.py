@@ -432,3 +432,37 @@ def test_gcs_and_azure_urls_build_clients() -> None:
         _lib.Store.object_url("ftp://host/x")
     with pytest.raises(ValueError, match="cannot open object store"):
         _lib.Store.object_url("s3://bucket/x", {"not_an_option": "1"})
+
+
+def test_fsspec_storage_options_are_mapped_exactly() -> None:
+    from sparsezarr._remote import _azure_options, _gcs_options, _s3_options
+
+    got = _s3_options(
+        {
+            "key": "a",
+            "secret": "b",
+            "token": "t",
+            "endpoint_url": "http://h:9000",
+            "client_kwargs": {"region_name": "eu-west-1"},
+            "config_kwargs": {"s3": {"addressing_style": "virtual"}},
+            "requester_pays": True,
+            "asynchronous": True,
+        }
+    )
+    assert got == {
+        "aws_access_key_id": "a",
+        "aws_secret_access_key": "b",
+        "aws_session_token": "t",
+        "aws_endpoint": "http://h:9000",
+        "aws_allow_http": "true",
+        "aws_region": "eu-west-1",
+        "aws_virtual_hosted_style_request": "true",
+        "aws_request_payer": "true",
+    }
+    assert _s3_options({"anon": True}) == {"aws_skip_signature": "true"}
+    assert "session" in str(_s3_options({"session": object()}))
+    assert _gcs_options({"token": "anon", "project": "p"}) == {"google_skip_signature": "true"}
+    assert _gcs_options({"token": "/path/key.json"}) == {"google_service_account": "/path/key.json"}
+    assert "cannot be mapped" in str(_gcs_options({"token": {"client_email": "x"}}))
+    assert _azure_options({"account_name": "acct", "sas_token": "s"}) == {"azure_storage_account_name": "acct", "azure_storage_sas_key": "s"}
+    assert "connection_string" in str(_azure_options({"connection_string": "c"}))

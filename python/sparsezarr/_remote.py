@@ -49,6 +49,12 @@ _IGNORED = {
 }
 
 
+def _unmapped(left: dict[str, Any], lib: str, client: str) -> str | None:
+    """Why options that are left over cannot be used (None if all were mapped or harmless)."""
+    names = sorted(k for k in left if k not in _IGNORED)
+    return f"{lib} options {names} cannot be mapped to the Rust {client} client" if names else None
+
+
 def _s3_options(so: dict[str, Any]) -> dict[str, str] | str:
     out: dict[str, str] = {}
     so = dict(so)
@@ -80,10 +86,7 @@ def _s3_options(so: dict[str, Any]) -> dict[str, str] | str:
         return f"s3fs client_kwargs {sorted(client_kwargs)} cannot be mapped to the Rust S3 client"
     if config_kwargs:
         return f"s3fs config_kwargs {sorted(config_kwargs)} cannot be mapped to the Rust S3 client"
-    left = sorted(k for k in so if k not in _IGNORED)
-    if left:
-        return f"s3fs options {left} cannot be mapped to the Rust S3 client"
-    return out
+    return _unmapped(so, "s3fs", "S3") or out
 
 
 def _gcs_options(so: dict[str, Any]) -> dict[str, str] | str:
@@ -97,10 +100,7 @@ def _gcs_options(so: dict[str, Any]) -> dict[str, str] | str:
         out["google_service_account"] = token
     elif token not in (None, "google_default", "cloud"):
         return f"gcsfs token {token!r} cannot be mapped to the Rust GCS client"
-    left = sorted(k for k in so if k not in _IGNORED)
-    if left:
-        return f"gcsfs options {left} cannot be mapped to the Rust GCS client"
-    return out
+    return _unmapped(so, "gcsfs", "GCS") or out
 
 
 def _azure_options(so: dict[str, Any]) -> dict[str, str] | str:
@@ -119,10 +119,7 @@ def _azure_options(so: dict[str, Any]) -> dict[str, str] | str:
             out[key] = str(value)
     if so.pop("anon", False):
         out["azure_skip_signature"] = "true"
-    left = sorted(k for k in so if k not in _IGNORED)
-    if left:
-        return f"adlfs options {left} cannot be mapped to the Rust Azure client"
-    return out
+    return _unmapped(so, "adlfs", "Azure") or out
 
 
 def _fsspec_target(store: Any) -> tuple[str, dict[str, str]] | str:

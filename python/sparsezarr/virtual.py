@@ -76,16 +76,13 @@ def _store_of(target: Any, *, mode: str = "r") -> Any:
     return target
 
 
-def _rebase(node: dict[str, Any], old_dir: str, new_dir: str) -> dict[str, Any]:
-    """Rewrite the component paths of a node tree from one document directory to another."""
+def _map_leaves(node: dict[str, Any], rename: Any) -> dict[str, Any]:
+    """A copy of a node tree with ``rename(leaf)`` applied to every array leaf named by a path."""
     node = copy.deepcopy(node)
 
     def walk(n: dict[str, Any]) -> None:
         if n["kind"] == "array" and "path" in n:
-            key = posixpath.normpath(posixpath.join(old_dir, n["path"]))
-            if key.startswith(".."):
-                raise ValueError(f"component path {n['path']!r} escapes the store root")
-            n["path"] = posixpath.relpath(key, new_dir or ".")
+            rename(n)
         for c in n.get("components", ()):
             walk(c)
         if "source" in n:
@@ -93,26 +90,34 @@ def _rebase(node: dict[str, Any], old_dir: str, new_dir: str) -> dict[str, Any]:
 
     walk(node)
     return node
+
+
+def _key_in_store(dir: str, path: str) -> str:
+    """The key of a component at ``path`` relative to ``dir``; refused if it leaves the store."""
+    key = posixpath.normpath(posixpath.join(dir, path))
+    if key.startswith(".."):
+        raise ValueError(f"component path {path!r} escapes the store root")
+    return key
+
+
+def _rebase(node: dict[str, Any], old_dir: str, new_dir: str) -> dict[str, Any]:
+    """Rewrite the component paths of a node tree from one document directory to another."""
+
+    def rename(n: dict[str, Any]) -> None:
+        n["path"] = posixpath.relpath(_key_in_store(old_dir, n["path"]), new_dir or ".")
+
+    return _map_leaves(node, rename)
 
 
 def _to_urls(node: dict[str, Any], dir: str, base_url: str) -> dict[str, Any]:
     """Name the components of a node tree (paths relative to ``dir`` of a store) by URLs below
     ``base_url`` (the store's URL)."""
-    node = copy.deepcopy(node)
 
-    def walk(n: dict[str, Any]) -> None:
-        if n["kind"] == "array" and "path" in n:
-            key = posixpath.normpath(posixpath.join(dir, n.pop("path")))
-            if key.startswith(".."):
-                raise ValueError(f"component path {key!r} escapes the store root")
-            n["url"] = base_url if key in ("", ".") else f"{base_url}/{key}"
-        for c in n.get("components", ()):
-            walk(c)
-        if "source" in n:
-            walk(n["source"])
+    def rename(n: dict[str, Any]) -> None:
+        key = _key_in_store(dir, n.pop("path"))
+        n["url"] = base_url if key in ("", ".") else f"{base_url}/{key}"
 
-    walk(node)
-    return node
+    return _map_leaves(node, rename)
 
 
 def _parent(path: str) -> str:

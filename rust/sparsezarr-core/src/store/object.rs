@@ -95,41 +95,37 @@ impl ObjectBackend {
             "http" | "https" => ("http", false),
             other => return Err(bad(&format!("unsupported scheme {other:?}"))),
         };
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = match scheme {
+        let path = parsed.path().to_string();
+        let built: std::result::Result<(Arc<dyn ObjectStore>, String), String> = match scheme {
             "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
-                for (k, v) in options {
-                    let key: object_store::aws::AmazonS3ConfigKey = k.parse().map_err(|e| bad(&e))?;
-                    b = b.with_config(key, v);
-                }
-                (Arc::new(b.build().map_err(|e| bad(&e))?), parsed.path().to_string())
+                configure(object_store::aws::AmazonS3Builder::from_env().with_url(url), options, |b, k: object_store::aws::AmazonS3ConfigKey, v| {
+                    b.with_config(k, v)
+                })
+                .and_then(|b| b.build().map_err(|e| e.to_string()))
+                .map(|s| (Arc::new(s) as Arc<dyn ObjectStore>, path))
             }
-            "gs" => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url);
-                for (k, v) in options {
-                    let key: object_store::gcp::GoogleConfigKey = k.parse().map_err(|e| bad(&e))?;
-                    b = b.with_config(key, v);
-                }
-                (Arc::new(b.build().map_err(|e| bad(&e))?), parsed.path().to_string())
-            }
-            "az" => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
-                for (k, v) in options {
-                    let key: object_store::azure::AzureConfigKey = k.parse().map_err(|e| bad(&e))?;
-                    b = b.with_config(key, v);
-                }
-                (Arc::new(b.build().map_err(|e| bad(&e))?), parsed.path().to_string())
-            }
+            "gs" => configure(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url),
+                options,
+                |b, k: object_store::gcp::GoogleConfigKey, v| b.with_config(k, v),
+            )
+            .and_then(|b| b.build().map_err(|e| e.to_string()))
+            .map(|s| (Arc::new(s) as Arc<dyn ObjectStore>, path)),
+            "az" => configure(
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url),
+                options,
+                |b, k: object_store::azure::AzureConfigKey, v| b.with_config(k, v),
+            )
+            .and_then(|b| b.build().map_err(|e| e.to_string()))
+            .map(|s| (Arc::new(s) as Arc<dyn ObjectStore>, path)),
+            // The HTTP store is rooted at the URL; keys are relative to it.
             _ => {
-                // The HTTP store is rooted at the URL; keys are relative to it.
-                let mut b = object_store::http::HttpBuilder::new().with_url(url);
-                for (k, v) in options {
-                    let key: object_store::ClientConfigKey = k.parse().map_err(|e| bad(&e))?;
-                    b = b.with_config(key, v);
-                }
-                (Arc::new(b.build().map_err(|e| bad(&e))?), String::new())
+                configure(object_store::http::HttpBuilder::new().with_url(url), options, |b, k: object_store::ClientConfigKey, v| b.with_config(k, v))
+                    .and_then(|b| b.build().map_err(|e| e.to_string()))
+                    .map(|s| (Arc::new(s) as Arc<dyn ObjectStore>, String::new()))
             }
         };
+        let (store, prefix) = built.map_err(|e| bad(&e))?;
         Ok(Self::new(store, &prefix, url, read_only, conditional, tuning))
     }
 
@@ -238,6 +234,16 @@ impl ObjectBackend {
         let r = self.store.put_opts(&path, payload, PutOptions { mode: put_mode, ..PutOptions::default() }).await.map_err(|e| self.error(key, e))?;
         Ok(self.version(r.e_tag, r.version))
     }
+}
+
+/// Apply `object_store` configuration options (`key`, `value`) to a builder through `with`;
+/// an option the builder does not know is an error naming it.
+fn configure<B, K>(builder: B, options: &[(String, String)], with: impl Fn(B, K, &str) -> B) -> std::result::Result<B, String>
+where
+    K: std::str::FromStr,
+    K::Err: std::fmt::Display,
+{
+    options.iter().try_fold(builder, |b, (k, v)| k.parse::<K>().map(|key| with(b, key, v)).map_err(|e| e.to_string()))
 }
 
 /// Whether the server refused a range that starts past the end of the value (HTTP 416; the

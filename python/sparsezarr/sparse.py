@@ -30,6 +30,7 @@ import zarr
 from zarr.core.metadata import ArrayV3Metadata
 
 from sparsezarr import _lib
+from sparsezarr._handles import StoreRef, new_token, pipeline_config, restore
 from sparsezarr._indexing import Key, expand, int_index, orthogonal, selection_len
 from sparsezarr._metadata import fill_bytes
 from sparsezarr._settings import Settings
@@ -259,9 +260,14 @@ class SparseArray:
     ``csc_array`` for 2-d regions. Writing replaces a box (integers and step-1 slices) with the
     entries of a scipy.sparse, pydata ``sparse`` or numpy value; entries equal to the fill value are
     not stored, duplicate coordinates are summed (as scipy does).
+
+    A ``SparseArray`` pickles to a small description (its store, path and settings) and reopens
+    on the other side, once per process; :meth:`to_dask` makes a lazy dask array of it.
     """
 
     def __init__(self, array: zarr.Array) -> None:
+        self._token = new_token()
+        self._config = pipeline_config()
         metadata = array.metadata
         if metadata.zarr_format != 3:
             raise MetadataError("sparse arrays are zarr v3 arrays")
@@ -335,6 +341,22 @@ class SparseArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (StoreRef(self._store), self.array.path, bool(self._store.read_only), self._token, self._config))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("sparsezarr.SparseArray", self._token)
+
+    def to_dask(self, chunks: Any = None, *, output: Literal["coo", "csr_matrix", "csr_array"] = "coo") -> Any:
+        """A lazy dask array of this array. ``chunks=None`` (default): blocks aligned to the
+        shards (or chunks), grown along the first dimensions to about
+        :data:`sparsezarr.dask.DEFAULT_BLOCK_ELEMENTS` elements; anything dask's
+        ``normalize_chunks`` accepts otherwise. Chunks are ``sparse.COO`` (meta too), or for 2-d
+        arrays ``scipy.sparse`` CSR with ``output="csr_matrix"`` / ``"csr_array"``."""
+        from sparsezarr.dask import sparse_to_dask
+
+        return sparse_to_dask(self, chunks, output=output)
+
     # -- reading ----------------------------------------------------------------------------
 
     def __getitem__(self, key: Key) -> pydata_sparse.COO:
@@ -407,6 +429,11 @@ class SparseArray:
 
     def _stats(self) -> tuple[int, int]:
         return self._engine.stats(self._rust)
+
+
+def _reopen(ref: StoreRef, path: str, read_only: bool, token: str, config: dict[str, Any]) -> SparseArray:
+    """A pickled :class:`SparseArray` on the other side: reopened once per process."""
+    return restore(token, config, lambda: SparseArray(zarr.open_array(store=ref.store, path=path, mode="r" if read_only else "r+", zarr_format=3)))
 
 
 # ---------------------------------------------------------------------------------------------

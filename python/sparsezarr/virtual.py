@@ -33,6 +33,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from sparsezarr import _lib
+from sparsezarr._handles import StoreRef, new_token, pipeline_config, restore
 from sparsezarr._indexing import Key, Selection, expand, int_index, orthogonal, selection_len
 from sparsezarr._remote import store_url
 from sparsezarr._settings import Settings
@@ -120,6 +121,13 @@ def _to_urls(node: dict[str, Any], dir: str, base_url: str) -> dict[str, Any]:
     return _map_leaves(node, rename)
 
 
+def _names_root(node: dict[str, Any], dir: str) -> bool:
+    """Whether a component of a node tree (paths relative to ``dir``) is the store's root."""
+    found = []
+    _map_leaves(node, lambda n: found.append(_key_in_store(dir, n["path"]) in ("", ".")))
+    return any(found)
+
+
 def _parent(path: str) -> str:
     path = path.strip("/")
     return path.rsplit("/", 1)[0] if "/" in path else ""
@@ -201,11 +209,17 @@ def _combine(parts: Sequence[Component | VirtualArray], kind: str, axis: int) ->
     stores = [it[0] for it in items]
     # Views keep the stores mounted for their components.
     mounts: dict[str, Any] = {url: s for p in parts if isinstance(p, VirtualArray) for url, s in p._mounts.items()}
-    if not all(_same_store(store, s) for s in stores):
+    # A component at the root of its store cannot be named from that root (a view's components
+    # lie below its root): such views are rooted above, as views over different stores are.
+    at_root = any(_names_root(n, d) for _, d, n, _, _ in items)
+    if at_root or not all(_same_store(store, s) for s in stores):
         if all(type(s) is LocalStore for s in stores):
-            # Different directories: the view's root is their common ancestor.
+            # Different directories: the view's root is their common ancestor (its parent when a
+            # component is that ancestor).
             roots = [Path(s.root).resolve() for s in stores]
             common = Path(os.path.commonpath(roots))
+            if any(r == common and _names_root(n, d) for r, (_, d, n, _, _) in zip(roots, items, strict=True)):
+                common = common.parent
             store = LocalStore(str(common), read_only=stores[0].read_only)
             items = [
                 (store, posixpath.join(str(r.relative_to(common)).replace(os.sep, "/"), d) if str(r.relative_to(common)) != "." else d, n, st, f)
@@ -414,6 +428,8 @@ class VirtualArray:
     def __init__(
         self, document: dict[str, Any], store: Any, dir: str = "", *, allow: Iterable[str] = (), mounts: dict[str, Any] | None = None
     ) -> None:
+        self._token = new_token()
+        self._config = pipeline_config()
         self._doc = document
         self._store = store
         self._dir = dir
@@ -496,6 +512,24 @@ class VirtualArray:
 
     def __repr__(self) -> str:
         return f"<sparsezarr.VirtualArray shape={self.shape} dtype={self.dtype} storage={self.storage} components={self.num_components}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        mounts = {url: StoreRef(s) for url, s in self._mounts.items()}
+        return (_reopen, (self._doc, StoreRef(self._store), self._dir, self._allow, mounts, self._token, self._config))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("sparsezarr.VirtualArray", self._token)
+
+    def to_dask(self, chunks: Any = None, *, output: Literal["coo", "matrix", "array"] | None = None) -> Any:
+        """A lazy dask array of this view: numpy blocks for dense views, ``sparse.COO`` for
+        sparse views, ``scipy.sparse`` row blocks (column blocks for CSC) for CSR views
+        (``csr_matrix`` by default, ``output="array"`` for ``csr_array``). ``chunks=None`` picks
+        blocks of about :data:`sparsezarr.dask.DEFAULT_BLOCK_ELEMENTS` elements (CSR: about
+        :data:`sparsezarr.dask.DEFAULT_BLOCK_VALUES` values); otherwise anything dask's
+        ``normalize_chunks`` accepts (CSR: rows per block or a tuple of block sizes)."""
+        from sparsezarr.dask import virtual_to_dask
+
+        return virtual_to_dask(self, chunks, output=output)
 
     def to_json(self, indent: int | None = None) -> str:
         """The document as JSON text."""
@@ -735,6 +769,13 @@ class VirtualArray:
             writer.abort()
             raise
         return writer.close()
+
+
+def _reopen(
+    doc: dict[str, Any], ref: StoreRef, dir: str, allow: list[str], mounts: dict[str, StoreRef], token: str, config: dict[str, Any]
+) -> VirtualArray:
+    """A pickled :class:`VirtualArray` on the other side: reopened once per process."""
+    return restore(token, config, lambda: VirtualArray(doc, ref.store, dir, allow=allow, mounts={u: r.store for u, r in mounts.items()}))
 
 
 def _block_rows(grid: Sequence[int] | None, n0: int, row_bytes: int, block_bytes: int) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -12,6 +15,11 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import zarr
 from zarr.abc.codec import BytesBytesCodec
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
 
 from sparsezarr import _lib
 from sparsezarr._settings import Settings
@@ -41,8 +49,44 @@ def append_rows(
     them; each stored object is replaced atomically), then ``indptr``, then the metadata: until
     the metadata is updated, readers see the old matrix, unchanged. Works on stores written by
     sparsezarr or by anndata (zarr v3).
+
+    Appends to one group of a local directory are serialized (threads and processes; see
+    :func:`append_lock`): concurrent appenders each add all their rows, one after the other.
     """
-    group = open_group(resolve(target, storage_options), path, mode="r+")
+    found = open_group(resolve(target, storage_options), path, mode="r+")
+    store = found.store_path.store
+    with append_lock(store, found.store_path.path):
+        # Opened again under the lock: another process may have appended since.
+        group = zarr.open_group(store=store, path=found.store_path.path or None, mode="r+", use_consolidated=False)
+        return _append(group, x, progress)
+
+
+@contextlib.contextmanager
+def append_lock(store: Any, path: str) -> Iterator[None]:
+    """Serialize appends to one group of a local directory across threads and processes: an
+    exclusive ``flock`` on the group's directory, which the kernel releases when its holder
+    exits, however it exits (a crashed appender never blocks the next one). Other stores are not
+    locked: appends to one group of an object store must come from one writer at a time."""
+    directory = local_dir(store, path)
+    if directory is None or fcntl is None:
+        yield
+        return
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(str(directory.resolve()), threading.Lock())
+    with thread_lock:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _append(group: zarr.Group, x: Any, progress: bool) -> CsrArray:
     lay = detect(group)
     data, indices, indptr = members(group, lay.layout)
     if data.metadata.zarr_format != 3:

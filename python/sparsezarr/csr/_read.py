@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import zarr
 
 from sparsezarr import _lib
+from sparsezarr._handles import StoreRef, new_token, pipeline_config, restore
 from sparsezarr._indexing import Key, Positions, major_selection, minor_selection, split_2d
 from sparsezarr._settings import Settings
 from sparsezarr._stores import array_json, key_prefix, open_group, resolve, rust_store
@@ -114,9 +115,15 @@ class CsrArray:
     ``sparse.GCXS`` with ``output="gcxs"``. An integer keeps its axis (a 1 x n result), as
     scipy.sparse matrices do. The gather runs in Rust with the GIL released; ``indptr`` is read
     once, when the store is opened.
+
+    A ``CsrArray`` pickles to a small description (its store, path and options) and reopens on
+    the other side, once per process (see ``sparsezarr._handles``); :meth:`to_dask` makes a lazy
+    dask array of it.
     """
 
     def __init__(self, group: zarr.Group, *, output: Output = "array") -> None:
+        self._token = new_token()
+        self._config = pipeline_config()
         lay = detect(group)
         data, indices, indptr = members(group, lay.layout)
         self.group = group
@@ -178,6 +185,31 @@ class CsrArray:
     def __repr__(self) -> str:
         where = f"{self._store}{'/' + self.group.path if self.group.path else ''}"
         return f"<sparsezarr.CsrArray {self.format.upper()} ({self.layout} layout) shape={self.shape} dtype={self.dtype} nnz={self.nnz} at {where}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (StoreRef(self._store), self.group.path, self.output, self._token, self._config))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("sparsezarr.CsrArray", self._token, self.output)
+
+    def to_dask(
+        self,
+        chunks: int | tuple[int, ...] | Literal["auto"] = "auto",
+        *,
+        output: Literal["matrix", "array"] = "matrix",
+        block_values: int | None = None,
+    ) -> Any:
+        """A lazy dask array of this matrix, in blocks of rows (columns for CSC) holding
+        ``scipy.sparse`` ``csr_matrix`` chunks (``csc_matrix`` for CSC; ``*_array`` with
+        ``output="array"``), with a meta of the same type (what scanpy dispatches on).
+
+        ``chunks`` is a number of rows per block, a tuple of block sizes, or ``"auto"``: blocks cut
+        from the index pointer so that each holds about ``block_values`` stored values (default
+        :data:`sparsezarr.dask.DEFAULT_BLOCK_VALUES`). Each task reads its rows through the Rust
+        gather; the graph holds only this handle's small description and the block bounds."""
+        from sparsezarr.dask import compressed_to_dask
+
+        return compressed_to_dask(self, chunks, output=output, block_values=block_values)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -260,6 +292,11 @@ class Rows:
         if self.format == "csr":
             return sp.csr_array((data, indices, ptr), shape=(b - a, self.n_minor))
         return sp.csc_array((data, indices, ptr), shape=(self.n_minor, b - a))
+
+
+def _reopen(ref: StoreRef, path: str, output: Output, token: str, config: dict[str, Any]) -> CsrArray:
+    """A pickled :class:`CsrArray` on the other side: reopened once per process."""
+    return restore(token, config, lambda: CsrArray(open_group(ref.store, path, mode="r"), output=output))
 
 
 def open_csr(target: Target, *, path: str = "", output: Output = "array", storage_options: dict[str, Any] | None = None) -> CsrArray:

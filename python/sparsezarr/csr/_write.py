@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from sparsezarr.csr._arrays import (
 )
 from sparsezarr.csr._layout import ARRAY_NAMES, DEFAULT_CHUNK, DEFAULT_SHARD, INDPTR_CHUNK, INDPTR_SHARD, Format, Layout, layout_attrs
 from sparsezarr.csr._read import CsrArray
+from sparsezarr.dask import is_dask_array
 
 
 def write_csr(
@@ -58,7 +60,19 @@ def write_csr(
     values; indices in range) before anything is stored; a failed write leaves nothing behind,
     and replacing an existing group in a local directory (``overwrite=True``) swaps the new
     group in atomically once it is complete. The root's consolidated metadata is refreshed.
+
+    ``x`` may also be a dask array (of scipy.sparse, ``sparse`` or numpy blocks): it is written
+    in parallel on the active dask scheduler, byte-identical to the serial write of the same
+    matrix (see :mod:`sparsezarr.dask`).
     """
+    if is_dask_array(x):
+        from sparsezarr.dask import write_compressed
+
+        g = write_compressed(
+            resolve(target, storage_options), x, "csr", path=path, layout=layout, chunks=chunks, shards=shards,
+            compressors=compressors, index_dtype=index_dtype, overwrite=overwrite, attributes=attributes,
+        )  # fmt: skip
+        return CsrArray(g)
     m = as_compressed(x, "csr")
     g = _write_group(
         resolve(target, storage_options),
@@ -91,6 +105,14 @@ def write_csc(
     storage_options: dict[str, Any] | None = None,
 ) -> CsrArray:
     """Write a matrix as a CSC group (see :func:`write_csr`)."""
+    if is_dask_array(x):
+        from sparsezarr.dask import write_compressed
+
+        g = write_compressed(
+            resolve(target, storage_options), x, "csc", path=path, layout=layout, chunks=chunks, shards=shards,
+            compressors=compressors, index_dtype=index_dtype, overwrite=overwrite, attributes=attributes,
+        )  # fmt: skip
+        return CsrArray(g)
     m = as_compressed(x, "csc")
     g = _write_group(
         resolve(target, storage_options),
@@ -108,6 +130,83 @@ def write_csc(
     return CsrArray(g)
 
 
+class GroupWrite:
+    """One write of a CSR/CSC group, in three steps: this constructor validates what it can and
+    creates the group and its three member arrays (in a hidden staging group when it replaces
+    a group of a local directory), the caller stores the values (:attr:`arrays`), then
+    :meth:`commit` writes the attributes and swaps a staged group in (or :meth:`abort` removes
+    what was written)."""
+
+    def __init__(
+        self,
+        target: Target,
+        path: str,
+        fmt: Format,
+        shape: tuple[int, int],
+        nnz: int,
+        dtype: np.dtype[Any],
+        *,
+        layout: Layout,
+        chunks: int | None,
+        shards: Shards,
+        compressors: Compressors,
+        index_dtype: IndexDType,
+        overwrite: bool,
+    ) -> None:
+        if layout not in ARRAY_NAMES:
+            raise ValueError(f"layout must be 'anndata' or 'binsparse', not {layout!r}")
+        chunk = DEFAULT_CHUNK if chunks is None else int(chunks)
+        shard = DEFAULT_SHARD if shards == "default" else shards
+        if chunk < 1 or (shard is not None and shard < chunk):
+            raise ValueError(f"chunks must be >= 1 and shards >= chunks (got {chunks}, {shards})")
+        if dtype.kind not in "biufc":
+            raise TypeError(f"cannot store values of dtype {dtype}")
+        self.token = uuid.uuid4().hex[:12]
+        self.fmt, self.shape, self.nnz, self.layout = fmt, shape, nnz, layout
+        self.parent_store, self.base_path = store_and_path(target, path)
+        minor = shape[1] if fmt == "csr" else shape[0]
+        n_major = shape[0] if fmt == "csr" else shape[1]
+        self.index_dtype = indices_dtype(minor, index_dtype)
+        self.indptr_dtype = indptr_dtype(nnz)
+        self.dtype = dtype
+        self.exists = group_exists(self.parent_store, self.base_path)
+        if self.exists and not overwrite:
+            raise FileExistsError(f"{self.base_path or 'the store root'} already exists; pass overwrite=True to replace it")
+        self.local = local_dir(self.parent_store, self.base_path)
+        self.stage = self.exists and self.local is not None
+        self.write_store: Any
+        self.write_path: str
+        self.write_store, self.write_path = staging(self.parent_store, self.base_path) if self.stage else (self.parent_store, self.base_path)
+        self.group = zarr.open_group(store=self.write_store, path=self.write_path or None, mode="w", zarr_format=3)
+        names = ARRAY_NAMES[layout]
+        self.arrays = (
+            make_array(self.group, names[0], nnz, dtype, chunk, shard, compressors),
+            make_array(self.group, names[1], nnz, self.index_dtype, chunk, shard, compressors),
+            make_array(self.group, names[2], n_major + 1, self.indptr_dtype, INDPTR_CHUNK, INDPTR_SHARD, compressors),
+        )
+
+    def abort(self) -> None:
+        """Remove what this write stored (a new or staged group; never the group it replaces)."""
+        if self.stage or not self.exists:
+            remove(self.write_store, self.write_path)
+
+    def commit(self, attributes: dict[str, Any] | None) -> zarr.Group:
+        """Write the attributes, swap a staged group in, refresh consolidated metadata."""
+        attrs = {
+            **(attributes or {}),
+            **layout_attrs(self.layout, self.fmt, self.shape, self.nnz, (self.dtype, self.index_dtype, self.indptr_dtype)),
+        }
+        self.group.attrs.update(attrs)
+        if self.stage:
+            staged = local_dir(self.write_store, self.write_path)
+            assert self.local is not None and staged is not None  # both stores are local when staging
+            if not self.base_path:
+                reconsolidate(self.write_store, force=True)
+            replace_dir(self.local, staged)
+        reconsolidate(self.parent_store, force=not self.base_path)
+        return zarr.open_group(store=self.parent_store, path=self.base_path or None, mode="r+")
+
+
 def _write_group(
     target: Target,
     path: str,
@@ -122,58 +221,29 @@ def _write_group(
     overwrite: bool,
     attributes: dict[str, Any] | None,
 ) -> zarr.Group:
-    if layout not in ARRAY_NAMES:
-        raise ValueError(f"layout must be 'anndata' or 'binsparse', not {layout!r}")
-    chunk = DEFAULT_CHUNK if chunks is None else int(chunks)
-    shard = DEFAULT_SHARD if shards == "default" else shards
-    if chunk < 1 or (shard is not None and shard < chunk):
-        raise ValueError(f"chunks must be >= 1 and shards >= chunks (got {chunks}, {shards})")
-    parent_store, base_path = store_and_path(target, path)
-    minor = m.shape[1] if fmt == "csr" else m.shape[0]
     nnz = int(m.indptr[-1]) if len(m.indptr) else 0
-    idx_dt = indices_dtype(minor, index_dtype)
-    ptr_dt = indptr_dtype(nnz)
-    # Validate cheap things before anything touches the store.
-    if m.dtype.kind not in "biufc":
-        raise TypeError(f"cannot store values of dtype {m.dtype}")
-    exists = group_exists(parent_store, base_path)
-    if exists and not overwrite:
-        raise FileExistsError(f"{base_path or 'the store root'} already exists; pass overwrite=True to replace it")
-    local = local_dir(parent_store, base_path)
-    stage = exists and local is not None
-    write_store, write_path = staging(parent_store, base_path) if stage else (parent_store, base_path)
-    group = zarr.open_group(store=write_store, path=write_path or None, mode="w", zarr_format=3)
     values = np.ascontiguousarray(m.data)
     if not values.dtype.isnative:
         values = values.astype(values.dtype.newbyteorder("="))
-    names = ARRAY_NAMES[layout]
-    data = make_array(group, names[0], nnz, values.dtype, chunk, shard, compressors)
-    indices = make_array(group, names[1], nnz, idx_dt, chunk, shard, compressors)
-    indptr = make_array(group, names[2], len(m.indptr), ptr_dt, INDPTR_CHUNK, INDPTR_SHARD, compressors)
+    writer = GroupWrite(
+        target, path, fmt, (m.shape[0], m.shape[1]), nnz, values.dtype,
+        layout=layout, chunks=chunks, shards=shards, compressors=compressors, index_dtype=index_dtype, overwrite=overwrite,
+    )  # fmt: skip
+    data, indices, indptr = writer.arrays
     settings = Settings.from_config()
     try:
         _lib.write_compressed(
-            rust_store(write_store),
+            rust_store(writer.write_store),
             (array_json(data), key_prefix(data)),
             (array_json(indices), key_prefix(indices)),
             (array_json(indptr), key_prefix(indptr)),
             np.ascontiguousarray(m.indptr),
             np.ascontiguousarray(m.indices),
             values,
-            minor,
+            m.shape[1] if fmt == "csr" else m.shape[0],
             threads=settings.threads,
         )
     except BaseException:
-        if stage or not exists:
-            remove(write_store, write_path)
+        writer.abort()
         raise
-    attrs = {**(attributes or {}), **layout_attrs(layout, fmt, (m.shape[0], m.shape[1]), nnz, (values.dtype, idx_dt, ptr_dt))}
-    group.attrs.update(attrs)
-    if stage:
-        staged = local_dir(write_store, write_path)
-        assert local is not None and staged is not None  # both stores are local when staging
-        if not base_path:
-            reconsolidate(write_store, force=True)
-        replace_dir(local, staged)
-    reconsolidate(parent_store, force=not base_path)
-    return zarr.open_group(store=parent_store, path=base_path or None, mode="r+")
+    return writer.commit(attributes)

@@ -45,7 +45,7 @@ pub struct CodecBound {
 }
 
 /// How often a read-modify-write of one chunk is tried when other writers keep replacing it.
-const MAX_WRITE_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_WRITE_ATTEMPTS: u32 = 16;
 
 /// A chunk's new stored bytes (`None`: delete it) and the condition to store them under.
 struct Merged {

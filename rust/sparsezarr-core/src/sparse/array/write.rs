@@ -25,6 +25,7 @@ impl SparseArray {
     pub fn write(&self, store: &dyn Store, start: &[u64], shape: &[u64], input: &SparseInput<'_>, duplicates: Duplicates) -> Result<()> {
         let keys = if store.capabilities().cheap_ranges || store.read_only() { Vec::new() } else { self.keys_for_write(start, shape)? };
         let prefetched = Prefetched::if_needed(store, keys.iter().map(String::as_str))?;
+        let origin = store;
         let store: &dyn Store = prefetched.as_ref().map_or(store, |p| p as &dyn Store);
         if store.read_only() {
             return Err(Error::ReadOnly(self.keys.key(&vec![0; self.ndim()])));
@@ -47,10 +48,18 @@ impl SparseArray {
             return Ok(());
         }
         let entries = Entries::new(input, shape, self.elem().size())?;
-        run_in_pool(self.concurrency.threads, || self.write_in_pool(store, start, shape, &entries, duplicates))
+        run_in_pool(self.concurrency.threads, || self.write_in_pool(origin, store, start, shape, &entries, duplicates))
     }
 
-    pub(super) fn write_in_pool(&self, store: &dyn Store, start: &[u64], shape: &[u64], entries: &Entries<'_>, duplicates: Duplicates) -> Result<()> {
+    pub(super) fn write_in_pool(
+        &self,
+        origin_store: &dyn Store,
+        store: &dyn Store,
+        start: &[u64],
+        shape: &[u64],
+        entries: &Entries<'_>,
+        duplicates: Duplicates,
+    ) -> Result<()> {
         let ndim = self.ndim();
         // Sparse chunks (global inner grid) touched by the box.
         let first: Vec<u64> = start.iter().zip(&self.inner).map(|(&s, &c)| s / c).collect();
@@ -89,15 +98,23 @@ impl SparseArray {
         let box_covers = |origin: &[u64], extent: &[u64]| {
             (0..ndim).all(|d| start[d] <= origin[d] && origin[d] + extent[d].min(self.shape[d] - origin[d]) <= start[d] + shape[d])
         };
-        // 4. Read and decode everything the box covers only partly (nothing stored yet).
-        let prepared: Vec<Prepared> = try_map(&outers, |(og, members)| {
+        // 4. Read and decode everything the box covers only partly (nothing stored yet). Where the
+        //    store enforces conditions, the version read is kept: the write back only succeeds if
+        //    no other writer replaced (or created) the value in between.
+        let conditional = origin_store.capabilities().conditional_writes;
+        let prepare = |og: &[u64], members: &[usize], from: &dyn Store, first_range: ByteRange| -> Result<Prepared> {
             let key = self.keys.key(og);
             let oorigin: Vec<u64> = og.iter().zip(&self.outer).map(|(&g, &c)| g * c).collect();
             if box_covers(&oorigin, &self.outer) {
-                return Ok(Prepared { key, old: None, kept: HashMap::new() });
+                return Ok(Prepared { key, old: None, kept: HashMap::new(), mode: WriteMode::Overwrite });
             }
-            let Some(value) = store.open(&key, self.first_read())? else {
-                return Ok(Prepared { key, old: None, kept: HashMap::new() });
+            let Some(value) = from.open(&key, first_range)? else {
+                let mode = if conditional { WriteMode::CreateOnly } else { WriteMode::Overwrite };
+                return Ok(Prepared { key, old: None, kept: HashMap::new(), mode });
+            };
+            let mode = match (conditional, value.version()) {
+                (true, Some(v)) => WriteMode::IfVersion(v.clone()),
+                _ => WriteMode::Overwrite,
             };
             let bytes = value.read_all()?.into_owned();
             let mut kept = HashMap::new();
@@ -125,14 +142,14 @@ impl SparseArray {
                     kept.insert(b, self.outside(&old, &origin, start, shape));
                 }
             }
-            Ok(Prepared { key, old: Some((bytes, old_index)), kept })
-        })?;
+            Ok(Prepared { key, old: Some((bytes, old_index)), kept, mode })
+        };
+        let prepared: Vec<Prepared> = try_map(&outers, |(og, members)| prepare(og, members, store, self.first_read()))?;
         // 5. Encode every stored value before storing any: building a chunk is also where invalid
         // input is found (repeated coordinates with `Duplicates::Error`), and an error must leave
         // the store unchanged, whichever stored value the parallel workers reach first.
         let fresh = &fresh;
-        let items: Vec<_> = outers.iter().zip(prepared).collect();
-        let encoded: Vec<(String, Option<Encoded>)> = try_map_owned(items, |((_, members), prep)| {
+        let encode = |members: &[usize], prep: Prepared| -> Result<(String, Option<Encoded>, WriteMode)> {
             let encode_chunk = |b: usize| -> Result<Option<Vec<u8>>> {
                 let new = fresh(b)?;
                 let merged = match prep.kept.get(&b) {
@@ -153,12 +170,42 @@ impl SparseArray {
                     l.rebuild(old, changes)?
                 }
             };
-            Ok((prep.key, new))
-        })?;
-        // 6. Store them.
-        try_for_each_owned(encoded, |(key, new)| match new {
-            Some(enc) => store.put(&key, enc, WriteMode::Overwrite).map(drop),
-            None => store.delete(&key),
+            Ok((prep.key, new, prep.mode))
+        };
+        let items: Vec<_> = outers.iter().zip(prepared).collect();
+        let encoded: Vec<(usize, (String, Option<Encoded>, WriteMode))> =
+            try_map_owned(items.into_iter().enumerate().collect(), |(i, ((_, members), prep))| Ok((i, encode(members, prep)?)))?;
+        // 6. Store them. A conditional write that finds the value replaced by another writer
+        //    starts that value over (read whole, merged, encoded again), with a growing pause.
+        let store_value = |key: &str, new: Option<Encoded>, mode: WriteMode| -> Result<()> {
+            match (new, mode) {
+                (Some(enc), mode) => origin_store.put(key, enc, mode).map(drop),
+                (None, WriteMode::Overwrite) => origin_store.delete(key),
+                (None, mode) => {
+                    let current = origin_store.open(key, ByteRange::All)?;
+                    match (current.as_ref().and_then(|v| v.version().cloned()), &mode) {
+                        (Some(now), WriteMode::IfVersion(read)) if now == *read => origin_store.delete(key),
+                        (None, WriteMode::CreateOnly) => Ok(()),
+                        _ => Err(Error::Conflict { key: key.to_string(), message: "replaced by another writer".into() }),
+                    }
+                }
+            }
+        };
+        try_for_each_owned(encoded, |(i, (key, new, mode))| {
+            let mut result = store_value(&key, new, mode);
+            for attempt in 0..MAX_WRITE_ATTEMPTS {
+                match result {
+                    Err(Error::Conflict { .. }) if attempt + 1 < MAX_WRITE_ATTEMPTS => {
+                        std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
+                        let (og, members) = &outers[i];
+                        result = prepare(og, members, origin_store, ByteRange::All)
+                            .and_then(|prep| encode(members, prep))
+                            .and_then(|(key, new, mode)| store_value(&key, new, mode));
+                    }
+                    other => return other,
+                }
+            }
+            Err(Error::Conflict { key, message: format!("still contended after {MAX_WRITE_ATTEMPTS} attempts") })
         })
     }
 
@@ -339,6 +386,8 @@ pub(super) struct Prepared {
     pub(super) key: String,
     pub(super) old: Option<(Vec<u8>, Option<Vec<u64>>)>,
     pub(super) kept: HashMap<usize, SparseChunk>,
+    /// How the new value is stored: unconditionally, or only over the version read.
+    pub(super) mode: WriteMode,
 }
 
 // ------------------------------------------------------------------------------------------------

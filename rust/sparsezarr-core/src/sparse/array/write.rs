@@ -149,7 +149,7 @@ impl SparseArray {
         // input is found (repeated coordinates with `Duplicates::Error`), and an error must leave
         // the store unchanged, whichever stored value the parallel workers reach first.
         let fresh = &fresh;
-        let encode = |members: &[usize], prep: Prepared| -> Result<(String, Option<Encoded>, WriteMode)> {
+        let encode = |members: &[usize], prep: Prepared| -> Result<ToStore> {
             let encode_chunk = |b: usize| -> Result<Option<Vec<u8>>> {
                 let new = fresh(b)?;
                 let merged = match prep.kept.get(&b) {
@@ -173,7 +173,7 @@ impl SparseArray {
             Ok((prep.key, new, prep.mode))
         };
         let items: Vec<_> = outers.iter().zip(prepared).collect();
-        let encoded: Vec<(usize, (String, Option<Encoded>, WriteMode))> =
+        let encoded: Vec<(usize, ToStore)> =
             try_map_owned(items.into_iter().enumerate().collect(), |(i, ((_, members), prep))| Ok((i, encode(members, prep)?)))?;
         // 6. Store them. A conditional write that finds the value replaced by another writer
         //    starts that value over (read whole, merged, encoded again), with a growing pause.
@@ -381,6 +381,9 @@ pub(super) struct SortedCsr<'a> {
     pub(super) indptr: Indices<'a>,
     pub(super) indices: Indices<'a>,
 }
+
+/// A stored value ready to store: its key, its new value (None: delete) and how to store it.
+type ToStore = (String, Option<Encoded>, WriteMode);
 
 pub(super) struct Prepared {
     pub(super) key: String,

@@ -283,6 +283,15 @@ def test_dask_write_csc_and_overwrite_from_a_stored_matrix(tmp_path, scheduler):
     col_blocks = da.from_array(sp.csc_matrix(m), chunks=(900, 17), asarray=False)
     sparsezarr.write_csc(tmp_path / "c.zarr", col_blocks, chunks=128, shards=512)
     assert _files(tmp_path / "ref.zarr") == _files(tmp_path / "c.zarr")
+    # a store read as it is: block sizes come from its indptr (no counting pass); same bytes
+    from sparsezarr.dask import stored_counts
+
+    direct = src.to_dask(chunks=64)
+    assert stored_counts(direct, "csr").tolist() == [m[i : i + 64].nnz for i in range(0, 900, 64)]
+    assert stored_counts(direct * 2, "csr") is None and stored_counts(direct[:100], "csr") is None
+    sparsezarr.write_csr(tmp_path / "ref-csr.zarr", m, chunks=128, shards=512)
+    sparsezarr.write_csr(tmp_path / "copy.zarr", direct, chunks=128, shards=512)
+    assert _files(tmp_path / "ref-csr.zarr") == _files(tmp_path / "copy.zarr")
     # replace an existing group from another store's dask array (with row blocks of 64)
     target = tmp_path / "t.zarr"
     sparsezarr.write_csr(target, sp.eye(5, format="csr"))
@@ -290,6 +299,18 @@ def test_dask_write_csc_and_overwrite_from_a_stored_matrix(tmp_path, scheduler):
     assert (out[:] != m * 2).nnz == 0
     with pytest.raises(FileExistsError):
         sparsezarr.write_csr(target, src.to_dask(chunks=64))
+
+
+def test_append_rows_takes_a_dask_array(tmp_path):
+    m = _matrix(500, 60)
+    sparsezarr.write_csr(tmp_path / "a.zarr", m[:100])
+    with dask.config.set(scheduler="threads"):
+        out = sparsezarr.append_rows(tmp_path / "a.zarr", da.from_array(sp.csr_matrix(m[100:]), chunks=(70, 20), asarray=False))
+    assert (out[:] != m).nnz == 0
+    sparsezarr.write_csc(tmp_path / "c.zarr", m[:, :10])
+    with dask.config.set(scheduler="threads"):
+        out = sparsezarr.append_rows(tmp_path / "c.zarr", da.from_array(sp.csc_matrix(m[:, 10:]), chunks=(100, 15), asarray=False))
+    assert (out[:] != m).nnz == 0
 
 
 def test_dask_write_failure_leaves_nothing(tmp_path):

@@ -258,6 +258,33 @@ def test_two_writers_racing_on_one_shard_lose_nothing(s3: S3Server, strict: None
     np.testing.assert_array_equal(got, want)
 
 
+def test_sparse_writers_racing_on_one_shard_lose_nothing(s3: S3Server, strict: None) -> None:
+    """The same race on a sparse array: its partial shard writes are conditional too."""
+    prefix = _prefix("sparse-race")
+    sparsezarr.create_sparse(ObjectStore(s3.obstore(prefix=prefix)), shape=(64, 64), dtype="int32", chunks=(8, 64), shards=(64, 64))
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            mine = sparsezarr.open_sparse(ObjectStore(s3.obstore(prefix=prefix)))
+            barrier.wait()
+            for block in range(w, 8, 4):
+                mine[block * 8 : (block + 1) * 8, :] = np.full((8, 64), block + 1, dtype="int32")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    got = sparsezarr.open_sparse(ObjectStore(s3.obstore(prefix=prefix)), mode="r").todense()
+    want = np.repeat(np.arange(1, 9, dtype="int32"), 8)[:, None] * np.ones((1, 64), dtype="int32")
+    np.testing.assert_array_equal(got, want)
+
+
 # -- sparse arrays, single-cell stores, virtual arrays ----------------------------------------
 
 

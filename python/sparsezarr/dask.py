@@ -395,6 +395,32 @@ def _block_nnz(block: Any, fmt: Format) -> npt.NDArray[np.int64]:
     return np.array([[as_compressed(block, fmt).nnz]], dtype=np.int64)
 
 
+def stored_counts(x: da.Array, fmt: Format) -> npt.NDArray[np.int64] | None:
+    """The values of each block of ``x`` when ``x`` is a store read as it is (the array
+    :meth:`CsrArray.to_dask` made, unmodified): taken from the store's index pointer, so the
+    counting pass need not read the store. None for any other array."""
+    from sparsezarr.csr._read import CsrArray
+
+    layers = cast("Any", x.__dask_graph__()).layers
+    if len(layers) != 1 or x.name not in layers:
+        return None
+    layer = layers[x.name]
+    counts = []
+    for key in _flat_keys(x.__dask_keys__()):
+        task = layer.get(key)
+        if not (isinstance(task, tuple) and len(task) == 6 and task[0] is _read_major and isinstance(task[1], CsrArray) and task[4] == fmt):
+            return None
+        ptr = task[1].indptr
+        counts.append(int(ptr[task[3]] - ptr[task[2]]))
+    return np.asarray(counts, dtype=np.int64)
+
+
+def _flat_keys(keys: Any) -> list[Any]:
+    if isinstance(keys, list):
+        return [k for sub in keys for k in _flat_keys(sub)]
+    return [keys]
+
+
 def _units(offset: int, stop: int, unit: int, total: int) -> tuple[tuple[int, int] | None, list[tuple[int, int, int]]]:
     """Which stored units (shards, or chunks of unsharded arrays) of ``unit`` elements of an
     array of ``total`` elements the range ``offset..stop`` covers completely (one range of them,

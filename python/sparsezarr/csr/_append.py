@@ -27,6 +27,7 @@ from sparsezarr._stores import array_json, key_prefix, local_dir, open_group, re
 from sparsezarr.csr._arrays import MatrixLike, Target, as_compressed, make_array
 from sparsezarr.csr._layout import INDPTR_CHUNK, INDPTR_SHARD, binsparse_header, detect, members
 from sparsezarr.csr._read import CsrArray
+from sparsezarr.dask import is_dask_array
 from sparsezarr.errors import MetadataError
 
 
@@ -44,7 +45,8 @@ def append_rows(
 ) -> CsrArray:
     """Append rows (columns for a CSC store) at the end of a stored matrix without rewriting it.
 
-    ``x`` is one matrix (any type :func:`write_csr` takes) or an iterable of blocks. The new values
+    ``x`` is one matrix (any type :func:`write_csr` takes), an iterable of blocks, or a dask
+    array (its blocks computed one after the other, on the scheduler in force). The new values
     are stored first (the last, partly filled shard of ``data`` and ``indices`` is merged with
     them; each stored object is replaced atomically), then ``indptr``, then the metadata: until
     the metadata is updated, readers see the old matrix, unchanged. Works on stores written by
@@ -111,7 +113,15 @@ def _append(group: zarr.Group, x: Any, progress: bool) -> CsrArray:
         threads=settings.threads,
     )
     dtype = np.dtype(data.dtype).newbyteorder("=")
-    blocks: Iterable[Any] = [x] if _is_one_matrix(x) else cast("Iterable[Any]", x)
+    blocks: Iterable[Any]
+    if is_dask_array(x):
+        # a dask array: its blocks along the major axis, computed one at a time, in order
+        major_axis = 0 if lay.format == "csr" else 1
+        whole = x.rechunk({1 - major_axis: -1})
+        n_blocks = len(whole.chunks[major_axis])
+        blocks = (whole.blocks[i if major_axis == 0 else (0, i)].compute() for i in range(n_blocks))
+    else:
+        blocks = [x] if _is_one_matrix(x) else cast("Iterable[Any]", x)
     bar: Any = None
     if progress:
         from tqdm.auto import tqdm

@@ -487,13 +487,24 @@ def _write_block(block: Any, fmt: Format, offset: int, major0: int, n_major: int
         if owned is not None:
             target.write(which, owned[0], vals[owned[0] - start : owned[1] - start])
         for u, a, b in parts:
-            pieces[(which, u)] = (a, np.ascontiguousarray(vals[a - start : b - start]))
+            # a copy: a view would keep the whole block alive until the piece is written
+            pieces[(which, u)] = (a, np.array(vals[a - start : b - start], copy=True))
     return pieces
 
 
-def _write_unit(target: _Target, which: int, unit: int, blocks: list[dict[tuple[int, int], Any]]) -> int:
+def _piece(pieces: dict[tuple[int, int], Any], which: int, unit: int) -> Any:
+    """Task: one piece of a block's result."""
+    return pieces[(which, unit)]
+
+
+def _done(pieces: dict[tuple[int, int], Any]) -> int:
+    """Task: a block is written (its result no longer needed once its pieces are taken)."""
+    return len(pieces)
+
+
+def _write_unit(target: _Target, which: int, unit: int, parts_in: list[tuple[int, Any]]) -> int:
     """Task: assemble one shared unit from the pieces of the blocks covering it, and write it."""
-    parts = sorted((p for b in blocks if (p := b.get((which, unit))) is not None), key=lambda p: p[0])
+    parts = sorted(parts_in, key=lambda p: p[0])
     size = target.units[which]
     start, stop = unit * size, min((unit + 1) * size, target.totals[which])
     pos = start
@@ -526,7 +537,7 @@ def write_compressed(
     attributes: dict[str, Any] | None,
 ) -> zarr.Group:
     """``write_csr`` / ``write_csc`` of a dask array (see the module docstring)."""
-    from dask.base import compute
+    from dask.base import annotate, compute
     from dask.delayed import delayed
 
     from sparsezarr.csr._write import GroupWrite
@@ -572,15 +583,27 @@ def write_compressed(
             for which, (a, b) in enumerate(ranges):
                 for u, _, _ in _units(int(a), int(b), dest.units[which], dest.totals[which])[1]:
                     shared.setdefault((which, u), []).append(i)
-        units = [
-            delayed(_write_unit, pure=False)(
-                dest, which, u, [written[i] for i in members], dask_key_name=f"sparsezarr-write-unit-{writer.token}-{which}-{u}"
-            )
-            for (which, u), members in sorted(shared.items())
-        ]
+        # Each piece is taken out of its block's result at once (so the result, and every other
+        # piece in it, is released as soon as possible), and shared units are written as soon as
+        # their pieces are in: these small tasks go first.
+        with annotate(priority=10):
+            taken = {
+                (which, u, i): delayed(_piece, pure=True)(
+                    written[i], which, u, dask_key_name=f"sparsezarr-write-piece-{writer.token}-{which}-{u}-{i}"
+                )
+                for (which, u), members in shared.items()
+                for i in members
+            }
+            done = [delayed(_done, pure=True)(w, dask_key_name=f"sparsezarr-write-done-{writer.token}-{i}") for i, w in enumerate(written)]
+            units = [
+                delayed(_write_unit, pure=False)(
+                    dest, which, u, [taken[(which, u, i)] for i in members], dask_key_name=f"sparsezarr-write-unit-{writer.token}-{which}-{u}"
+                )
+                for (which, u), members in sorted(shared.items())
+            ]
         if n_major == 0:
             dest.write(2, 0, np.zeros(1, dtype=np.int64))
-        compute(delayed(_count)(*units, *[delayed(len)(w) for w in written]))
+        compute(delayed(_count)(*units, *done))
     except BaseException:
         writer.abort()
         raise

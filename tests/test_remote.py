@@ -229,30 +229,40 @@ def test_fsspec_options_that_cannot_be_mapped_fall_back_with_the_reason(s3: S3Se
     assert (a[:] == 1).all()
 
 
+def _race(write_blocks: Any, writers: int = 4) -> None:
+    """Run ``write_blocks(w, wait)`` in ``writers`` threads, each calling ``wait()`` to start
+    writing at the same moment as the others; the threads' errors are raised."""
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def run(w: int) -> None:
+        try:
+            write_blocks(w, barrier.wait)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 def test_two_writers_racing_on_one_shard_lose_nothing(s3: S3Server, strict: None) -> None:
     """Disjoint blocks of one shard written at once by four threads, each through its own
     handle: every read-modify-write is conditional (If-Match on the ETag read; retried on 412)."""
     prefix = _prefix("race")
     store = ObjectStore(s3.obstore(prefix=prefix))
     zarr.create_array(store, shape=(64, 64), chunks=(8, 64), shards=(64, 64), dtype="int32", fill_value=0)
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
 
-    def writer(w: int) -> None:
-        try:
-            mine = zarr.open_array(ObjectStore(s3.obstore(prefix=prefix)), mode="r+")
-            barrier.wait()
-            for block in range(w, 8, 4):
-                mine[block * 8 : (block + 1) * 8, :] = block + 1
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def write_blocks(w: int, wait: Any) -> None:
+        mine = zarr.open_array(ObjectStore(s3.obstore(prefix=prefix)), mode="r+")
+        wait()
+        for block in range(w, 8, 4):
+            mine[block * 8 : (block + 1) * 8, :] = block + 1
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    _race(write_blocks)
     got = zarr.open_array(store, mode="r")[:]
     want = np.repeat(np.arange(1, 9, dtype="int32"), 8)[:, None] * np.ones((1, 64), dtype="int32")
     np.testing.assert_array_equal(got, want)
@@ -262,24 +272,14 @@ def test_sparse_writers_racing_on_one_shard_lose_nothing(s3: S3Server, strict: N
     """The same race on a sparse array: its partial shard writes are conditional too."""
     prefix = _prefix("sparse-race")
     sparsezarr.create_sparse(ObjectStore(s3.obstore(prefix=prefix)), shape=(64, 64), dtype="int32", chunks=(8, 64), shards=(64, 64))
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
 
-    def writer(w: int) -> None:
-        try:
-            mine = sparsezarr.open_sparse(ObjectStore(s3.obstore(prefix=prefix)))
-            barrier.wait()
-            for block in range(w, 8, 4):
-                mine[block * 8 : (block + 1) * 8, :] = np.full((8, 64), block + 1, dtype="int32")
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def write_blocks(w: int, wait: Any) -> None:
+        mine = sparsezarr.open_sparse(ObjectStore(s3.obstore(prefix=prefix)))
+        wait()
+        for block in range(w, 8, 4):
+            mine[block * 8 : (block + 1) * 8, :] = np.full((8, 64), block + 1, dtype="int32")
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    _race(write_blocks)
     got = sparsezarr.open_sparse(ObjectStore(s3.obstore(prefix=prefix)), mode="r").todense()
     want = np.repeat(np.arange(1, 9, dtype="int32"), 8)[:, None] * np.ones((1, 64), dtype="int32")
     np.testing.assert_array_equal(got, want)

@@ -65,29 +65,10 @@ def write_csr(
     in parallel on the active dask scheduler, byte-identical to the serial write of the same
     matrix (see :mod:`sparsezarr.dask`).
     """
-    if is_dask_array(x):
-        from sparsezarr.dask import write_compressed
-
-        g = write_compressed(
-            resolve(target, storage_options), x, "csr", path=path, layout=layout, chunks=chunks, shards=shards,
-            compressors=compressors, index_dtype=index_dtype, overwrite=overwrite, attributes=attributes,
-        )  # fmt: skip
-        return CsrArray(g)
-    m = as_compressed(x, "csr")
-    g = _write_group(
-        resolve(target, storage_options),
-        path,
-        "csr",
-        m,
-        layout=layout,
-        chunks=chunks,
-        shards=shards,
-        compressors=compressors,
-        index_dtype=index_dtype,
-        overwrite=overwrite,
-        attributes=attributes,
-    )
-    return CsrArray(g)
+    return _write(
+        resolve(target, storage_options), x, "csr", path=path, layout=layout, chunks=chunks, shards=shards,
+        compressors=compressors, index_dtype=index_dtype, overwrite=overwrite, attributes=attributes,
+    )  # fmt: skip
 
 
 def write_csc(
@@ -105,29 +86,20 @@ def write_csc(
     storage_options: dict[str, Any] | None = None,
 ) -> CsrArray:
     """Write a matrix as a CSC group (see :func:`write_csr`)."""
+    return _write(
+        resolve(target, storage_options), x, "csc", path=path, layout=layout, chunks=chunks, shards=shards,
+        compressors=compressors, index_dtype=index_dtype, overwrite=overwrite, attributes=attributes,
+    )  # fmt: skip
+
+
+def _write(target: Target, x: Any, fmt: Format, **kwargs: Any) -> CsrArray:
+    """``write_csr`` / ``write_csc``: a dask array in parallel (``sparsezarr.dask``), anything
+    else from memory."""
     if is_dask_array(x):
         from sparsezarr.dask import write_compressed
 
-        g = write_compressed(
-            resolve(target, storage_options), x, "csc", path=path, layout=layout, chunks=chunks, shards=shards,
-            compressors=compressors, index_dtype=index_dtype, overwrite=overwrite, attributes=attributes,
-        )  # fmt: skip
-        return CsrArray(g)
-    m = as_compressed(x, "csc")
-    g = _write_group(
-        resolve(target, storage_options),
-        path,
-        "csc",
-        m,
-        layout=layout,
-        chunks=chunks,
-        shards=shards,
-        compressors=compressors,
-        index_dtype=index_dtype,
-        overwrite=overwrite,
-        attributes=attributes,
-    )
-    return CsrArray(g)
+        return CsrArray(write_compressed(target, x, fmt, **kwargs))
+    return CsrArray(_write_group(target, kwargs.pop("path"), fmt, as_compressed(x, fmt), **kwargs))
 
 
 class GroupWrite:

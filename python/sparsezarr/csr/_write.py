@@ -179,28 +179,13 @@ class GroupWrite:
         return zarr.open_group(store=self.parent_store, path=self.base_path or None, mode="r+")
 
 
-def _write_group(
-    target: Target,
-    path: str,
-    fmt: Format,
-    m: Compressed,
-    *,
-    layout: Layout,
-    chunks: int | None,
-    shards: Shards,
-    compressors: Compressors,
-    index_dtype: IndexDType,
-    overwrite: bool,
-    attributes: dict[str, Any] | None,
-) -> zarr.Group:
+def _write_group(target: Target, path: str, fmt: Format, m: Compressed, *, attributes: dict[str, Any] | None, **layout: Any) -> zarr.Group:
+    """The serial write of a matrix in memory (``layout``: :class:`GroupWrite`'s keywords)."""
     nnz = int(m.indptr[-1]) if len(m.indptr) else 0
     values = np.ascontiguousarray(m.data)
     if not values.dtype.isnative:
         values = values.astype(values.dtype.newbyteorder("="))
-    writer = GroupWrite(
-        target, path, fmt, (m.shape[0], m.shape[1]), nnz, values.dtype,
-        layout=layout, chunks=chunks, shards=shards, compressors=compressors, index_dtype=index_dtype, overwrite=overwrite,
-    )  # fmt: skip
+    writer = GroupWrite(target, path, fmt, (m.shape[0], m.shape[1]), nnz, values.dtype, **layout)
     data, indices, indptr = writer.arrays
     settings = Settings.from_config()
     try:

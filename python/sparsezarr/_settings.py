@@ -24,7 +24,15 @@ DEFAULTS: dict[str, Any] = {
     # value size from which writes are multipart uploads.
     "codec_pipeline.remote_max_in_flight": 64,
     "codec_pipeline.multipart_threshold_bytes": 64 * 1024 * 1024,
+    # Local directories: flush every value and its directory to the device before a write
+    # returns (survives a power loss; see docs/reliability.md for the cost).
+    "codec_pipeline.durable": False,
 }
+
+
+def durable() -> bool:
+    """Whether local writes are flushed to the device before they return (``codec_pipeline.durable``)."""
+    return _as_bool(_get("codec_pipeline.durable"))
 
 
 def _get(key: str) -> Any:

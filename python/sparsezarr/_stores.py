@@ -15,11 +15,12 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, WrapperStore
 
 from sparsezarr import _lib
 from sparsezarr._compat import memory_mapping
 from sparsezarr._remote import logger, object_handle
+from sparsezarr._settings import durable
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store as ZarrStore
@@ -38,7 +39,7 @@ def rust_store(store: ZarrStore) -> _lib.Store:
     reach the caller unchanged.
     """
     if type(store) is LocalStore:
-        return _lib.Store.local(str(store.root), read_only=store.read_only)
+        return _lib.Store.local(str(store.root), read_only=store.read_only, durable=durable())
     remote = object_handle(store)
     if isinstance(remote, _lib.Store):
         return remote
@@ -164,12 +165,13 @@ def staging(store: Any, path: str) -> tuple[Any, str]:
     return store, f"{head}/{staged}" if head else staged
 
 
-def replace_dir(old: Path, new: Path) -> None:
+def replace_dir(old: Path, new: Path, *, remove_old: bool = True) -> Path | None:
     """Make ``new`` (a fully written directory) take the place of ``old``, atomically where the
-    file system allows: readers see the old or the new contents, never neither."""
+    file system allows: readers see the old or the new contents, never neither. The old contents
+    are removed, or with ``remove_old=False`` left where this returns (None if there were none)."""
     if not old.exists():
         os.replace(new, old)
-        return
+        return None
     try:
         _lib.exchange_paths(str(new), str(old))
     except NotImplementedError:
@@ -177,7 +179,27 @@ def replace_dir(old: Path, new: Path) -> None:
         os.replace(old, trash)
         os.replace(new, old)
         new = trash
-    shutil.rmtree(new, ignore_errors=True)
+    if remove_old:
+        shutil.rmtree(new, ignore_errors=True)
+    return new
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory below ``root`` (and ``root`` in its parent) to the device:
+    what zarr-python wrote there (it does not flush) survives a power loss once this returns."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(dirpath) / name)
+        _fsync(Path(dirpath))
+    _fsync(root.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def root_is_consolidated(store: Any) -> bool:
@@ -197,6 +219,15 @@ def root_is_consolidated(store: Any) -> bool:
 
 
 def reconsolidate(store: Any, force: bool = False) -> None:
-    """Refresh the root's consolidated metadata (if it has some, or if ``force``)."""
+    """Refresh the root's consolidated metadata (if it has some, or if ``force``). In a local
+    directory the root document is put by the Rust store (a hidden temporary file renamed over
+    it: a writer killed meanwhile leaves nothing that a listing shows)."""
     if force or root_is_consolidated(store):
-        zarr.consolidate_metadata(store)
+        zarr.consolidate_metadata(_RustPuts(store) if type(store) is LocalStore else store)
+
+
+class _RustPuts(WrapperStore[Any]):
+    """A local store whose puts go through the Rust store."""
+
+    async def set(self, key: str, value: Any) -> None:
+        rust_store(self._store).set(key, value.to_bytes())

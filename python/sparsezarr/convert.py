@@ -35,7 +35,8 @@ import scipy.sparse as sp
 import zarr
 
 from sparsezarr import _lib
-from sparsezarr._stores import is_url, local_dir, reconsolidate, replace_dir, resolve, staging
+from sparsezarr._settings import durable
+from sparsezarr._stores import fsync_tree, is_url, local_dir, reconsolidate, replace_dir, resolve, staging
 from sparsezarr.csr import CsrArray, CsrWriter
 from sparsezarr.csr._layout import binsparse_header, shape_2d
 from sparsezarr.errors import MetadataError
@@ -342,8 +343,13 @@ def convert(
     finally:
         while _TEMPORARY:
             shutil.rmtree(_TEMPORARY.pop(), ignore_errors=True)
+    written = local_dir(wstore, "")
+    if written is not None and durable():
+        fsync_tree(written)
     if stage:
         replace_dir(local_dir(store, ""), local_dir(wstore, ""))  # type: ignore[arg-type]
+        if durable():
+            fsync_tree(written.parent)  # type: ignore[union-attr]
     report.seconds = time.perf_counter() - t0
     report.stored_bytes = _stored_bytes(store)
     return report

@@ -21,6 +21,7 @@ import copy
 import json
 import os
 import posixpath
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -33,11 +34,12 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from sparsezarr import _lib
+from sparsezarr._commit import swap_in
 from sparsezarr._handles import StoreRef, new_token, pipeline_config, restore
 from sparsezarr._indexing import Key, Selection, expand, int_index, orthogonal, selection_len
 from sparsezarr._remote import store_url
 from sparsezarr._settings import Settings
-from sparsezarr._stores import is_url, resolve, rust_store
+from sparsezarr._stores import is_url, local_dir, resolve, rust_store, staging
 from sparsezarr.csr._layout import Format
 from sparsezarr.csr._read import CompressedMatrix, CsrArray, Output, read_compressed
 
@@ -713,18 +715,24 @@ class VirtualArray:
         n0 = self._shape[0] if self._shape else 1
         row_bytes = max(1, self.size // max(n0, 1)) * self._dtype.itemsize
         dest: SparseArray | zarr.Array
+        store = _store_of(target, mode="w")
+        # An array that exists in a local directory is replaced only once its copy is complete:
+        # the copy is written beside it and swapped in (sparsezarr._commit.swap_in).
+        live = local_dir(store, path)
+        staged = overwrite and live is not None and (live / "zarr.json").exists()
+        wstore, wpath = staging(store, path) if staged else (store, path)
         if self.storage == "sparse":
             from sparsezarr.sparse import create_sparse
 
             kwargs: dict[str, Any] = {"shape": self.shape, "dtype": self.dtype, "fill_value": self._fill}
             kwargs.update(_layout_kwargs(chunks, shards, compressors))
-            dest = create_sparse(_store_of(target, mode="w"), path=path or None, overwrite=overwrite, **kwargs)
+            dest = create_sparse(wstore, path=wpath or None, overwrite=overwrite, **kwargs)
             step = _block_rows(dest.shards or dest.chunks, n0, row_bytes, block_bytes)
         else:
             with zarr.config.set({"codec_pipeline.path": "sparsezarr.Pipeline"}):
                 dest = zarr.create_array(
-                    store=_store_of(target, mode="w"),
-                    name=path or None,
+                    store=wstore,
+                    name=wpath or None,
                     shape=self.shape,
                     dtype=self.dtype,
                     chunks=chunks if chunks is not None else "auto",
@@ -737,17 +745,33 @@ class VirtualArray:
                 )
             step = _block_rows(dest.shards or dest.chunks, n0, row_bytes, block_bytes)
         bar = _bar(progress, n0, "materializing")
+        try:
+            with zarr.config.set({"codec_pipeline.path": "sparsezarr.Pipeline"}):
+                if not self._shape:
+                    dest[...] = self.read()
+                for a in range(0, n0 if self._shape else 0, step):
+                    b = min(n0, a + step)
+                    dest[a:b] = self.read(slice(a, b))
+                    if bar is not None:
+                        bar.update(b - a)
+            if staged:
+                swap_in(store, path, wstore, wpath)
+        except BaseException:
+            written = local_dir(wstore, wpath)
+            if staged and written is not None:
+                shutil.rmtree(written, ignore_errors=True)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if not staged:
+            return dest
+        if self.storage == "sparse":
+            from sparsezarr.sparse import open_sparse
+
+            return open_sparse(store, path=path or None)
         with zarr.config.set({"codec_pipeline.path": "sparsezarr.Pipeline"}):
-            if not self._shape:
-                dest[...] = self.read()
-            for a in range(0, n0 if self._shape else 0, step):
-                b = min(n0, a + step)
-                dest[a:b] = self.read(slice(a, b))
-                if bar is not None:
-                    bar.update(b - a)
-        if bar is not None:
-            bar.close()
-        return dest
+            return zarr.open_array(store=store, path=path, mode="r+")
 
     def _materialize_compressed(
         self, target: Any, path: str, *, chunks: Any, shards: Any, compressors: Any, overwrite: bool, progress: bool

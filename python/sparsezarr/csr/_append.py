@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, cast
 
 import numpy as np
@@ -16,15 +13,11 @@ import scipy.sparse as sp
 import zarr
 from zarr.abc.codec import BytesBytesCodec
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Windows
-    fcntl = None  # type: ignore[assignment]
-
 from sparsezarr import _lib
+from sparsezarr._commit import commit, complete, consolidated_update, get_json, group_lock
 from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, local_dir, open_group, reconsolidate, replace_dir, resolve, rust_store
-from sparsezarr.csr._arrays import MatrixLike, Target, as_compressed, make_array
+from sparsezarr._stores import array_json, key_prefix, local_dir, open_group, replace_dir, resolve, rust_store
+from sparsezarr.csr._arrays import MatrixLike, Target, as_compressed, make_array, remove
 from sparsezarr.csr._layout import INDPTR_CHUNK, INDPTR_SHARD, binsparse_header, detect, members
 from sparsezarr.csr._read import CsrArray
 from sparsezarr.dask import is_dask_array
@@ -57,35 +50,17 @@ def append_rows(
     """
     found = open_group(resolve(target, storage_options), path, mode="r+")
     store = found.store_path.store
-    with append_lock(store, found.store_path.path):
+    gpath = found.store_path.path
+    with append_lock(store, gpath):
+        # An append that a killed writer committed but did not finish is finished first.
+        complete(store, gpath)
         # Opened again under the lock: another process may have appended since.
-        group = zarr.open_group(store=store, path=found.store_path.path or None, mode="r+", use_consolidated=False)
+        group = zarr.open_group(store=store, path=gpath or None, mode="r+", use_consolidated=False)
         return _append(group, x, progress)
 
 
-@contextlib.contextmanager
-def append_lock(store: Any, path: str) -> Iterator[None]:
-    """Serialize appends to one group of a local directory across threads and processes: an
-    exclusive ``flock`` on the group's directory, which the kernel releases when its holder
-    exits, however it exits (a crashed appender never blocks the next one). Other stores are not
-    locked: appends to one group of an object store must come from one writer at a time."""
-    directory = local_dir(store, path)
-    if directory is None or fcntl is None:
-        yield
-        return
-    with _thread_locks_guard:
-        thread_lock = _thread_locks.setdefault(str(directory.resolve()), threading.Lock())
-    with thread_lock:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
+#: Appends to one group are serialized by the group's lock (see :func:`sparsezarr._commit.group_lock`).
+append_lock = group_lock
 
 
 def _append(group: zarr.Group, x: Any, progress: bool) -> CsrArray:
@@ -144,25 +119,42 @@ def _append(group: zarr.Group, x: Any, progress: bool) -> CsrArray:
     major = len(ptr) - 1
     ptr_dtype = np.dtype(indptr.dtype)
     if nnz > np.iinfo(ptr_dtype).max:
-        indptr = _widen_indptr(group, indptr, ptr, rust, settings.threads)
+        _widen_indptr(group, indptr, ptr, rust, settings.threads)
+        indptr = members(group, lay.layout)[2]
     else:
         # The old values are rewritten unchanged; the new ones follow. The array's metadata is
         # not yet updated, so readers still see the old length.
         start = len(old_ptr) - 1
         new = np.ascontiguousarray(ptr[start:].astype(ptr_dtype.newbyteorder("=")))
         _lib.write_array(rust, _with_length(indptr, len(ptr)), key_prefix(indptr), start, new, threads=settings.threads)
-        indptr.resize((len(ptr),))
-    data.resize((nnz,))
-    indices.resize((nnz,))
+    # Every value is stored; the new metadata is committed as one unit (sparsezarr._commit).
     shape = (major, minor) if lay.format == "csr" else (minor, major)
+    attrs = dict(group.attrs)
     if lay.layout == "anndata":
-        group.attrs["shape"] = list(shape)
+        attrs["shape"] = list(shape)
     else:
-        header = binsparse_header(dict(group.attrs)) or {}
+        header = binsparse_header(attrs) or {}
         header = {**header, "shape": list(shape), "number_of_stored_values": nnz}
-        group.attrs["binsparse"] = {"binsparse": header}
-    reconsolidate(store)
-    return CsrArray(zarr.open_group(store=store, path=group.store_path.path or None, mode="r+"))
+        if isinstance(header.get("data_types"), dict):  # the index pointer may have been widened
+            header["data_types"] = {**header["data_types"], indptr.basename: np.dtype(indptr.dtype).name}
+        attrs["binsparse"] = {"binsparse": header}
+    gpath = group.store_path.path
+    docs: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    for arr, n in ((data, nnz), (indices, nnz), (indptr, len(ptr))):
+        doc = json.loads(_with_length(arr, n))
+        docs[f"{key_prefix(arr)}zarr.json"] = doc
+        nodes[arr.store_path.path] = {"shape": [n], "data_type": doc["data_type"]}
+    group_doc = get_json(store, f"{key_prefix(group)}zarr.json") or {}
+    docs[f"{key_prefix(group)}zarr.json"] = {**group_doc, "attributes": attrs}
+    nodes[gpath] = {"attributes": attrs}
+    root = consolidated_update(store, gpath, nodes)
+    if root is not None:
+        if gpath == "":
+            root["attributes"] = attrs
+        docs["zarr.json"] = root
+    commit(store, gpath, docs)
+    return CsrArray(zarr.open_group(store=store, path=gpath or None, mode="r+"))
 
 
 def _with_length(array: zarr.Array, n: int) -> str:
@@ -172,10 +164,11 @@ def _with_length(array: zarr.Array, n: int) -> str:
     return json.dumps(doc)
 
 
-def _widen_indptr(group: zarr.Group, indptr: zarr.Array, ptr: npt.NDArray[np.int64], rust: _lib.AnyStore, threads: int) -> zarr.Array:
-    """Rewrite ``indptr`` as int64 (the number of values outgrew int32)."""
+def _widen_indptr(group: zarr.Group, indptr: zarr.Array, ptr: npt.NDArray[np.int64], rust: _lib.AnyStore, threads: int) -> None:
+    """Rewrite ``indptr`` as int64 (the number of values outgrew int32): the new array is written
+    beside the old one and swapped in; its length is the old one until the commit."""
     name = indptr.basename
-    tmp = f"{name}.sparsezarr-new-{uuid.uuid4().hex[:8]}"
+    tmp = f".{name}.sparsezarr-new-{uuid.uuid4().hex[:8]}"
     # a v3 array (checked by append_rows): its compressors are bytes-to-bytes codecs
     compressors = [c for c in indptr.compressors if isinstance(c, BytesBytesCodec)]
     new = make_array(group, tmp, len(ptr), np.int64, INDPTR_CHUNK, INDPTR_SHARD, compressors)
@@ -183,8 +176,11 @@ def _widen_indptr(group: zarr.Group, indptr: zarr.Array, ptr: npt.NDArray[np.int
     store = group.store_path.store
     old_dir, new_dir = local_dir(store, indptr.store_path.path), local_dir(store, new.store_path.path)
     if old_dir is None or new_dir is None:
+        remove(store, new.store_path.path)
         raise NotImplementedError("widening indptr to int64 is supported in local stores only")
+    # Until the commit, the widened array must read as the old one: its old values (int64 reads
+    # of int32 values are the same numbers) and the old length.
+    doc = json.loads(array_json(new))
+    doc["shape"] = [int(indptr.shape[0])]
+    (new_dir / "zarr.json").write_text(json.dumps(doc, indent=2))
     replace_dir(old_dir, new_dir)
-    node = group[name]
-    assert isinstance(node, zarr.Array)
-    return node

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import zarr
 
 from sparsezarr import _lib
+from sparsezarr._commit import complete, recover
 from sparsezarr._handles import StoreRef, new_token, pipeline_config, restore
 from sparsezarr._indexing import Key, Positions, major_selection, minor_selection, split_2d
 from sparsezarr._settings import Settings
@@ -106,6 +107,25 @@ def as_output(m: sp.csr_array | sp.csc_array, output: Output) -> CompressedMatri
     raise ValueError(f"output must be 'array', 'matrix' or 'gcxs', not {output!r}")
 
 
+def _reopen_group(group: zarr.Group) -> zarr.Group:
+    """The group opened again from its own metadata documents (after a commit was completed)."""
+    store = group.store_path.store
+    return zarr.open_group(store=store, path=group.store_path.path or None, mode="r" if store.read_only else "r+", use_consolidated=False)
+
+
+def _check_lengths(group: zarr.Group, lay: Any) -> None:
+    """The lengths that the metadata documents must agree on (indptr with the shape, data with
+    indices)."""
+    data, indices, indptr = members(group, lay.layout)
+    major = lay.shape[0] if lay.format == "csr" else lay.shape[1]
+    if indptr.shape[0] != major + 1:
+        raise MetadataError(
+            f"{group.path or '/'}: indptr has {indptr.shape[0]} values; a {lay.format.upper()} matrix of shape {lay.shape} needs {major + 1}"
+        )
+    if data.shape != indices.shape:
+        raise MetadataError(f"{group.path or '/'}: data has {data.shape[0]} values but indices {indices.shape[0]}")
+
+
 class CsrArray:
     """A stored CSR (or CSC) matrix, read by rows (columns for CSC).
 
@@ -124,7 +144,21 @@ class CsrArray:
     def __init__(self, group: zarr.Group, *, output: Output = "array") -> None:
         self._token = new_token()
         self._config = pipeline_config()
-        lay = detect(group)
+        store, path = group.store_path.store, group.store_path.path
+        # A write that a killed writer committed but left unfinished is finished first (see
+        # sparsezarr._commit): in a local directory whenever its journal is there, elsewhere when
+        # the documents disagree.
+        if recover(store, path):
+            group = _reopen_group(group)
+        try:
+            lay = detect(group)
+            members(group, lay.layout)
+            _check_lengths(group, lay)
+        except MetadataError:
+            if not complete(store, path):
+                raise
+            group = _reopen_group(group)
+            lay = detect(group)
         data, indices, indptr = members(group, lay.layout)
         self.group = group
         self.layout: Layout = lay.layout
@@ -138,11 +172,6 @@ class CsrArray:
         self._store = store
         self._rust = rust_store(store)
         minor = self._shape[1] if self.format == "csr" else self._shape[0]
-        major = self._shape[0] if self.format == "csr" else self._shape[1]
-        if indptr.shape[0] != major + 1:
-            raise MetadataError(
-                f"{group.path or '/'}: indptr has {indptr.shape[0]} values; a {self.format.upper()} matrix of shape {self._shape} needs {major + 1}"
-            )
         if not np.issubdtype(indices.dtype, np.integer) or not np.issubdtype(indptr.dtype, np.integer):
             raise MetadataError(f"{group.path or '/'}: indices and indptr must hold integers ({indices.dtype}, {indptr.dtype})")
         ptr_bytes = _lib.read_array(

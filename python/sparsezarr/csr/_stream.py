@@ -13,8 +13,9 @@ import zarr
 from zarr.abc.store import Store
 
 from sparsezarr import _lib
-from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, local_dir, reconsolidate, replace_dir, resolve, rust_store, staging
+from sparsezarr._commit import swap_in
+from sparsezarr._settings import Settings, durable
+from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressors,
     IndexDType,
@@ -167,12 +168,12 @@ class CsrWriter:
             attrs = {**(self._attributes or {}), **layout_attrs(self.layout, self.format, shape, nnz, (self.dtype, self._index_dtype, np.int64))}
             self._group.attrs.update(attrs)
             if self._stage:
-                old, new = local_dir(self._store, self._base), local_dir(self._wstore, self._path)
-                assert old is not None and new is not None  # both stores are local when staging
-                if not self._base:
-                    reconsolidate(self._wstore, force=True)
-                replace_dir(old, new)
-            reconsolidate(self._store, force=not self._base)
+                swap_in(self._store, self._base, self._wstore, self._path)
+            else:
+                reconsolidate(self._store, force=not self._base)
+                written = local_dir(self._store, self._base)
+                if written is not None and durable():
+                    fsync_tree(written)
         except BaseException:
             self.abort()
             raise

@@ -9,8 +9,9 @@ import numpy as np
 import zarr
 
 from sparsezarr import _lib
-from sparsezarr._settings import Settings
-from sparsezarr._stores import array_json, key_prefix, local_dir, reconsolidate, replace_dir, resolve, rust_store, staging
+from sparsezarr._commit import swap_in
+from sparsezarr._settings import Settings, durable
+from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressed,
     Compressors,
@@ -170,12 +171,11 @@ class GroupWrite:
         }
         self.group.attrs.update(attrs)
         if self.stage:
-            staged = local_dir(self.write_store, self.write_path)
-            assert self.local is not None and staged is not None  # both stores are local when staging
-            if not self.base_path:
-                reconsolidate(self.write_store, force=True)
-            replace_dir(self.local, staged)
-        reconsolidate(self.parent_store, force=not self.base_path)
+            swap_in(self.parent_store, self.base_path, self.write_store, self.write_path)
+        else:
+            reconsolidate(self.parent_store, force=not self.base_path)
+            if self.local is not None and durable():
+                fsync_tree(self.local)
         return zarr.open_group(store=self.parent_store, path=self.base_path or None, mode="r+")
 
 

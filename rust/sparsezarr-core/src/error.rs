@@ -68,6 +68,10 @@ pub enum Error {
     /// An argument is invalid (shape or dtype mismatch, bad value).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A buffer that the metadata implies could not be allocated (a chunk, shard or array larger
+    /// than memory); nothing was changed.
+    #[error("cannot allocate {0}")]
+    OutOfMemory(String),
     /// A bug: an internal invariant was violated (including a caught panic).
     #[error("internal error in sparsezarr: {0}")]
     Internal(String),
@@ -75,6 +79,30 @@ pub enum Error {
 
 /// Result type of the core crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A zero-filled buffer of `len` bytes, or [`Error::OutOfMemory`] (naming `what`) if the
+/// allocator refuses it, instead of aborting the process. Every buffer whose size comes from
+/// stored metadata (a chunk, a shard, a whole array) is allocated through this, so that a
+/// hostile or simply huge array raises an exception. Zeroed by the allocator (`calloc`: fresh
+/// pages from the kernel are not written twice).
+///
+/// # Errors
+/// [`Error::OutOfMemory`] if `len` bytes cannot be allocated.
+pub fn zeroed(len: usize, what: &dyn std::fmt::Display) -> Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let too_large = || Error::OutOfMemory(format!("{len} bytes for {what}"));
+    let layout = std::alloc::Layout::array::<u8>(len).map_err(|_| too_large())?;
+    // SAFETY: the layout has a non-zero size (len > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(too_large());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `[u8; len]`, all `len`
+    // bytes are initialized (zeroed), and the capacity is exactly `len`.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
 
 impl Error {
     /// A decode error for `key`.

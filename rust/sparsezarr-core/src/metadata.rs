@@ -57,6 +57,9 @@ pub struct ArrayMeta {
     pub keys: ChunkKeys,
 }
 
+/// The most dimensions an array may have (tensorstore's limit; zarr sets none).
+pub const MAX_RANK: usize = 32;
+
 impl ArrayMeta {
     /// Parse array metadata JSON; chunk keys get `prefix` (the array's path in the store
     /// followed by `/`, or empty) in front.
@@ -99,6 +102,18 @@ impl ArrayMeta {
         let array = Array::new_with_metadata(Arc::new(zarrs::storage::store::MemoryStore::new()), "/", metadata)
             .map_err(|e| Error::Unsupported(e.to_string()))?;
         let shape = array.shape().to_vec();
+        if shape.len() > MAX_RANK {
+            return Err(Error::InvalidMetadata(format!("{} dimensions; at most {MAX_RANK} are supported", shape.len())));
+        }
+        // Products of the shape are computed everywhere: they must fit in 64 bits.
+        let product = |s: &[u64]| s.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+        if product(&shape).is_none() {
+            return Err(Error::InvalidMetadata(format!("shape {shape:?} holds more than 2^64 elements")));
+        }
+        let elem = array.data_type().fixed_size().unwrap_or(1) as u64;
+        if product(&chunk_shape).and_then(|n| n.checked_mul(elem)).is_none() {
+            return Err(Error::InvalidMetadata(format!("chunk shape {chunk_shape:?} holds more than 2^64 bytes")));
+        }
         if chunk_shape.len() != shape.len() || chunk_shape.contains(&0) {
             return Err(Error::InvalidMetadata(format!("chunk shape {chunk_shape:?} does not fit the array shape {shape:?}")));
         }

@@ -200,8 +200,8 @@ pub fn read_array<'py>(
     let s = store.core();
     let bytes = py.run_detached(|| {
         let a = open_array(metadata_json, prefix, validate_checksums, threads)?;
-        #[allow(clippy::cast_possible_truncation)]
-        let mut out = vec![0u8; a.len() as usize * a.elem_size()];
+        let bytes = usize::try_from(a.len()).ok().and_then(|n| n.checked_mul(a.elem_size())).unwrap_or(usize::MAX);
+        let mut out = sparsezarr_core::error::zeroed(bytes, &format_args!("an array of {} elements", a.len()))?;
         sparsezarr_core::runtime::run_in_pool(threads, || a.read_runs(s, &[(0, a.len())], &mut out))?;
         Ok(out)
     })?;

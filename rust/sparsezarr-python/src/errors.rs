@@ -50,6 +50,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
         }
         Error::Selection(_) => PyIndexError::new_err(msg),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
+        Error::OutOfMemory(_) => pyo3::exceptions::PyMemoryError::new_err(msg),
         Error::Internal(_) => InternalError::new_err(msg),
         Error::Conflict { .. } => ConflictError::new_err(msg),
         // A Python store's exception comes back as it was raised.

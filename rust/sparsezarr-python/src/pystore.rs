@@ -38,11 +38,12 @@ impl PyStore {
 
 #[pymethods]
 impl PyStore {
-    /// A directory on the local file system.
+    /// A directory on the local file system; with `durable`, every value and its directory are
+    /// flushed to the device before a write returns.
     #[staticmethod]
-    #[pyo3(signature = (root, read_only = false))]
-    fn local(root: std::path::PathBuf, read_only: bool) -> Self {
-        Self { inner: Arc::new(FsStore::new(root, read_only)), kind: "local" }
+    #[pyo3(signature = (root, read_only = false, durable = false))]
+    fn local(root: std::path::PathBuf, read_only: bool, durable: bool) -> Self {
+        Self { inner: Arc::new(FsStore::new(root, read_only).with_durable(durable)), kind: "local" }
     }
 
     /// Values held in memory by the core (versioned; conditional writes enforced).

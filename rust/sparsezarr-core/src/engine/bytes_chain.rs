@@ -215,7 +215,7 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> Result<R>
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
-                buf.resize(len, 0);
+                *buf = crate::error::zeroed(len, &"a decoded chunk")?;
             }
             let r = f(&mut buf[..len]);
             if buf.len() > (64 << 20) {
@@ -225,7 +225,7 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> Result<R>
             r
         }
         Err(_) => {
-            let mut buf = vec![0u8; len];
+            let mut buf = crate::error::zeroed(len, &"a decoded chunk")?;
             f(&mut buf)
         }
     })

@@ -196,7 +196,7 @@ impl CodecPlan {
             }
             A2BStage::Sharding(plan) => {
                 let value = BytesValue::new("", &bytes);
-                let mut buf = vec![0u8; self.a2b_input.num_bytes()?];
+                let mut buf = crate::error::zeroed(self.a2b_input.num_bytes()?, &format_args!("a shard of shape {:?}", self.a2b_input.shape))?;
                 let view = RawView::c_order(&mut buf, &self.a2b_input.shape, self.a2b_input.elem_size()?);
                 plan.read_into(&value, &Selection::whole(&self.a2b_input.shape, &vec![0; self.a2b_input.shape.len()]), &view, 0, None)?;
                 Cow::Owned(buf)
@@ -350,7 +350,7 @@ impl CodecPlan {
     /// # Errors
     /// Returns an error if encoding fails.
     pub fn encode_fill_chunk(&self) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; self.repr.num_bytes()?];
+        let mut buf = crate::error::zeroed(self.repr.num_bytes()?, &format_args!("a chunk of shape {:?}", self.repr.shape))?;
         fill_buffer(&mut buf, self.repr.fill_value.as_ne_bytes());
         self.encode(Cow::Owned(buf))
     }

@@ -46,19 +46,28 @@ impl ArrayRepr {
         self.data_type.fixed_size().ok_or_else(|| Error::Unsupported(format!("variable-size data type {}", self.data_type)))
     }
 
-    /// Number of elements.
+    /// Number of elements (`u64::MAX` if the product overflows; array metadata with such chunks
+    /// is refused when it is parsed).
     #[must_use]
     pub fn num_elements(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).unwrap_or(u64::MAX)
     }
 
     /// Size of the decoded chunk in bytes.
     ///
     /// # Errors
-    /// Returns [`Error::Unsupported`] for variable-size data types.
+    /// Returns [`Error::Unsupported`] for variable-size data types, [`Error::OutOfMemory`] for a
+    /// chunk that this platform cannot address.
     pub fn num_bytes(&self) -> Result<usize> {
-        usize::try_from(self.num_elements() * self.elem_size()? as u64)
-            .map_err(|_| Error::InvalidArgument("chunk too large for this platform".into()))
+        let elem = self.elem_size()?;
+        self.shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(elem as u64))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::OutOfMemory(format!("a chunk of shape {:?} ({elem}-byte elements): more bytes than this platform addresses", self.shape))
+            })
     }
 
     pub(crate) fn nz_shape(&self) -> Result<Vec<NonZeroU64>> {

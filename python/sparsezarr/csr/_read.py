@@ -113,10 +113,9 @@ def _reopen_group(group: zarr.Group) -> zarr.Group:
     return zarr.open_group(store=store, path=group.store_path.path or None, mode="r" if store.read_only else "r+", use_consolidated=False)
 
 
-def _check_lengths(group: zarr.Group, lay: Any) -> None:
+def _check_lengths(group: zarr.Group, lay: Any, data: zarr.Array, indices: zarr.Array, indptr: zarr.Array) -> None:
     """The lengths that the metadata documents must agree on (indptr with the shape, data with
     indices)."""
-    data, indices, indptr = members(group, lay.layout)
     major = lay.shape[0] if lay.format == "csr" else lay.shape[1]
     if indptr.shape[0] != major + 1:
         raise MetadataError(
@@ -152,14 +151,14 @@ class CsrArray:
             group = _reopen_group(group)
         try:
             lay = detect(group)
-            members(group, lay.layout)
-            _check_lengths(group, lay)
+            data, indices, indptr = members(group, lay.layout)
+            _check_lengths(group, lay, data, indices, indptr)
         except MetadataError:
             if not complete(store, path):
                 raise
             group = _reopen_group(group)
             lay = detect(group)
-        data, indices, indptr = members(group, lay.layout)
+            data, indices, indptr = members(group, lay.layout)
         self.group = group
         self.layout: Layout = lay.layout
         self.format: Format = lay.format

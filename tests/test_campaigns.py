@@ -72,6 +72,7 @@ def test_campaign_detects_a_torn_write(zygote):
 def _anndata_store(path: Path, n: int = 400) -> sp.csr_matrix:
     import anndata as ad
 
+    kill._zarr_v3(ad)
     x = sp.random(n, 30, density=0.2, format="csr", dtype=np.float32, random_state=0)
     ad.AnnData(X=x).write_zarr(path)
     return x

@@ -157,9 +157,18 @@ def _sparse_units(d: Path) -> list[Any]:
     return [whole[i : i + 128, j : j + 128] for i in (0, 128) for j in (0, 128)]
 
 
+def _zarr_v3(ad: Any) -> None:
+    """anndata < 0.13 writes zarr v2 by default; the campaigns' stores are zarr v3 (appends need
+    it), as anndata 0.13 writes them."""
+    if hasattr(ad.settings, "zarr_write_format"):
+        ad.settings.zarr_write_format = 3
+
+
 def _anndata_prepare(d: Path) -> None:
     import anndata as ad
     import pandas as pd
+
+    _zarr_v3(ad)
 
     x = _csr(10, 1000)
     ad.AnnData(X=x, obs=pd.DataFrame(index=[f"c{i}" for i in range(1000)])).write_zarr(d / "a.zarr")

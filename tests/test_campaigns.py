@@ -222,3 +222,19 @@ def test_durable_csr_write_flushes_the_whole_group(tmp_path):
     for _, dirs, names in os.walk(tmp_path / "g.zarr"):
         files += len(names) + len(dirs)
     assert n >= files
+
+
+def test_v3_group_is_refused_in_a_v2_hierarchy(tmp_path):
+    """Writing a v3 CSR group below the root of a zarr v2 store (anndata < 0.13's default) would
+    add a v3 root document that hides every other member: refused, and the store still reads."""
+    store = zarr.storage.LocalStore(tmp_path / "v2.zarr")
+    root = zarr.open_group(store, mode="w", zarr_format=2)
+    root.create_array("obs_names", shape=(3,), dtype="int32")[:] = [1, 2, 3]
+    x = sp.random(3, 4, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    with pytest.raises(ValueError, match="zarr v2 hierarchy"):
+        sparsezarr.write_csr(tmp_path / "v2.zarr", x, path="X")
+    with pytest.raises(ValueError, match="zarr v2 hierarchy"):
+        sparsezarr.CsrWriter(tmp_path / "v2.zarr", n_cols=4, path="X")
+    assert not (tmp_path / "v2.zarr" / "zarr.json").exists()
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "v2.zarr", mode="r")["obs_names"][:], [1, 2, 3])
+    sparsezarr.write_csr(tmp_path / "own.zarr", x)  # a store of its own is fine

@@ -202,6 +202,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def refuse_v3_in_v2(store: Any, path: str) -> None:
+    """Refuse to write a zarr v3 group below the root of a zarr v2 hierarchy (anndata < 0.13
+    writes v2 by default): zarr-python would add a v3 root document beside the v2 one, after
+    which readers see the v3 root and lose every other member of the store."""
+    if not path:
+        return
+    proto = default_buffer_prototype()
+    if sync(store.get("zarr.json", prototype=proto)) is None and sync(store.get(".zgroup", prototype=proto)) is not None:
+        raise ValueError(
+            f"the store is a zarr v2 hierarchy; writing {path!r} as a zarr v3 group would hide its other members "
+            "(write to a store of its own, or convert the store to zarr v3 first, e.g. anndata.settings.zarr_write_format = 3)"
+        )
+
+
 def root_is_consolidated(store: Any) -> bool:
     """Whether the store's root group carries consolidated metadata (v3 inline, or v2
     ``.zmetadata``)."""

@@ -15,7 +15,7 @@ from zarr.abc.store import Store
 from sparsezarr import _lib
 from sparsezarr._commit import swap_in
 from sparsezarr._settings import Settings, durable
-from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, resolve, rust_store, staging
+from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, refuse_v3_in_v2, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressors,
     IndexDType,
@@ -82,6 +82,7 @@ class CsrWriter:
             raise TypeError(f"cannot store values of dtype {self.dtype}")
         self._attributes = attributes
         self._store, self._base = store_and_path(resolve(target, storage_options), path)
+        refuse_v3_in_v2(self._store, self._base)
         exists = group_exists(self._store, self._base)
         if exists and not overwrite:
             raise FileExistsError(f"{self._base or 'the store root'} already exists; pass overwrite=True to replace it")

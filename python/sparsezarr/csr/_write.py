@@ -11,7 +11,7 @@ import zarr
 from sparsezarr import _lib
 from sparsezarr._commit import swap_in
 from sparsezarr._settings import Settings, durable
-from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, resolve, rust_store, staging
+from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, refuse_v3_in_v2, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressed,
     Compressors,
@@ -142,6 +142,7 @@ class GroupWrite:
         self.index_dtype = indices_dtype(minor, index_dtype)
         self.indptr_dtype = indptr_dtype(nnz)
         self.dtype = dtype
+        refuse_v3_in_v2(self.parent_store, self.base_path)
         self.exists = group_exists(self.parent_store, self.base_path)
         if self.exists and not overwrite:
             raise FileExistsError(f"{self.base_path or 'the store root'} already exists; pass overwrite=True to replace it")

@@ -120,11 +120,9 @@ def _delete(store: Any, key: str) -> None:
 
 
 def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from sparsezarr._stores import fsync_path
+
+    fsync_path(d)
 
 
 def _apply(store: Any, docs: Documents) -> None:

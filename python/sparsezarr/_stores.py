@@ -189,12 +189,13 @@ def fsync_tree(root: Path) -> None:
     what zarr-python wrote there (it does not flush) survives a power loss once this returns."""
     for dirpath, _, files in os.walk(root):
         for name in files:
-            _fsync(Path(dirpath) / name)
-        _fsync(Path(dirpath))
-    _fsync(root.parent)
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
+    fsync_path(root.parent)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush one file or directory to the device."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

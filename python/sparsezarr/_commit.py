@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
 
 from sparsezarr._settings import durable
-from sparsezarr._stores import local_dir
+from sparsezarr._stores import fsync_path, local_dir
 
 _HAVE_FLOCK = fcntl is not None
 
@@ -116,13 +116,7 @@ def _delete(store: Any, key: str) -> None:
     sync(store.delete(key))
     d = local_dir(store, key.rpartition("/")[0])
     if d is not None and durable():
-        _fsync_dir(d)
-
-
-def _fsync_dir(d: Path) -> None:
-    from sparsezarr._stores import fsync_path
-
-    fsync_path(d)
+        fsync_path(d)
 
 
 def _apply(store: Any, docs: Documents) -> None:
@@ -191,7 +185,7 @@ def swap_in(store: Any, base: str, staged_store: Any, staged_path: str) -> None:
             fsync_tree(staged)
         replace_dir(live, staged)
         if durable():
-            _fsync_dir(live.parent)
+            fsync_path(live.parent)
         return
     if durable():
         fsync_tree(staged)
@@ -206,7 +200,7 @@ def swap_in(store: Any, base: str, staged_store: Any, staged_path: str) -> None:
             replace_dir(live, staged, remove_old=False)  # the old group is now at `staged`
             exchanged = True
             if durable():
-                _fsync_dir(live.parent)
+                fsync_path(live.parent)
             if journal["reconsolidate"]:
                 reconsolidate(store, force=True)
         except BaseException:
@@ -234,14 +228,14 @@ def _finish(store: Any, journal: dict[str, Any]) -> None:
             # the staged directory keeps its inode: still there, it was not yet exchanged
             old = replace_dir(live, staged, remove_old=False) if _inode(staged) == swap["inode"] else staged
         if durable():
-            _fsync_dir(live.parent)
+            fsync_path(live.parent)
     if "new" in journal:
         _apply(store, journal["new"])
     if journal.get("reconsolidate"):
         reconsolidate(store, force=True)
         root = local_dir(store, "")
         if root is not None and durable():
-            _fsync_dir(root)
+            fsync_path(root)
     if old is not None:  # the replaced group goes last: the window between the exchange and
         shutil.rmtree(old, ignore_errors=True)  # the consolidated metadata stays two calls wide
 

@@ -9,6 +9,8 @@
   minibatches); :func:`convert` (``sparsezarr convert``) turns .h5ad / 10x / .mtx inputs into them.
 * :func:`concat` / :func:`stack` / :func:`open_virtual` / :class:`VirtualArray`: lazy JSON-described
   views over stored arrays (dense, sparse or CSR), read and written through.
+* :class:`RustStore`: a zarr-python store (local directory, S3, GCS, Azure, HTTP) whose I/O runs
+  in the Rust core.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sparsezarr.sparse import (
     open_sparse,
     save_sparse,
 )
+from sparsezarr.store import RustStore
 from sparsezarr.virtual import VirtualArray, concat, open_virtual, stack
 
 __version__: str = _version()
@@ -41,6 +44,7 @@ __all__ = [
     "CsrWriter",
     "Loader",
     "Pipeline",
+    "RustStore",
     "SparseArray",
     "SparseCodec",
     "SparseInfo",

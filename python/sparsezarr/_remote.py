@@ -177,6 +177,10 @@ def store_url(store: Any) -> str:
 def object_handle(store: Any) -> _lib.Store | str | None:
     """The Rust object-store handle for a zarr-python ``ObjectStore`` or ``FsspecStore``; a
     string saying why not if it is one but cannot be mapped; ``None`` for other stores."""
+    from sparsezarr.store import RustStore
+
+    if type(store) is RustStore:
+        return store.handle
     cls = type(store).__name__
     module = type(store).__module__
     if not module.startswith("zarr.storage"):

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,22 +148,44 @@ def _sub_group(group: zarr.Group, path: str, mode: AccessModeLiteral) -> zarr.Gr
 
 
 def local_dir(store: Any, path: str) -> Path | None:
-    """The directory of ``path`` in a local store (None for other stores)."""
+    """The directory of ``path`` in a local store: zarr's ``LocalStore`` or a ``RustStore`` on a
+    local directory (None for other stores)."""
     if type(store) is LocalStore:
         return Path(store.root) / path if path else Path(store.root)
+    from sparsezarr.store import RustStore
+
+    if type(store) is RustStore and store.root is not None:
+        return store.root / path if path else store.root
     return None
+
+
+def native(store: Any) -> Any:
+    """The store to create groups and arrays through: for a writable local directory, a
+    ``RustStore`` on it, so that every document zarr-python writes while creating them goes
+    through the core's atomic writes (hidden temporary files), and a writer killed midway leaves
+    nothing visible. zarr's ``LocalStore`` writes ``zarr.<uuid>.partial`` files beside the
+    documents, even for parents that exist, which a killed writer leaves in the store."""
+    if type(store) is LocalStore and not store.read_only:
+        from sparsezarr.store import RustStore
+
+        return RustStore(store.root)
+    return store
 
 
 def staging(store: Any, path: str) -> tuple[Any, str]:
     """Where to build a replacement of the group at ``path`` of a local store: a hidden, unique
-    sibling (for the store's root: a sibling directory of the root, as a store of its own)."""
+    sibling (for the store's root: a sibling directory of the root, as a store of its own),
+    reached through :func:`native`."""
     tag = f"sparsezarr-new-{uuid.uuid4().hex[:12]}"
+    root = local_dir(store, "")
+    assert root is not None, "staging is for local directories"
     if not path:
-        root = Path(store.root)
-        return LocalStore(str(root.with_name(f".{root.name}.{tag}"))), ""
+        from sparsezarr.store import RustStore
+
+        return RustStore(root.with_name(f".{root.name}.{tag}")), ""
     head, _, name = path.rpartition("/")
     staged = f".{name}.{tag}"
-    return store, f"{head}/{staged}" if head else staged
+    return native(store), f"{head}/{staged}" if head else staged
 
 
 def replace_dir(old: Path, new: Path, *, remove_old: bool = True) -> Path | None:
@@ -238,7 +261,14 @@ def reconsolidate(store: Any, force: bool = False) -> None:
     directory the root document is put by the Rust store (a hidden temporary file renamed over
     it: a writer killed meanwhile leaves nothing that a listing shows)."""
     if force or root_is_consolidated(store):
-        zarr.consolidate_metadata(_RustPuts(store) if type(store) is LocalStore else store)
+        with warnings.catch_warnings():
+            # zarr warns that consolidated metadata is not in the v3 spec: the store has it already
+            # (anndata writes it), and refreshing it is not the user's call to warn about.
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
+            # ... and that our commit journal or a staged directory (hidden names), when there is
+            # one, is not a zarr node.
+            warnings.filterwarnings("ignore", message=r"Object at (.*/)?\.[^/]*sparsezarr[^/]* is not recognized", category=UserWarning)
+            zarr.consolidate_metadata(_RustPuts(store) if type(store) is LocalStore else store)
 
 
 class _RustPuts(WrapperStore[Any]):

@@ -11,6 +11,13 @@ this script, one node id per line with a one-line reason. They still run, as str
 pass, the run fails until it is removed from the list. The list is meant to shrink to zero.
 
 Usage: ``python tests/zarr_suite/run.py [extra pytest arguments]``
+
+``python tests/zarr_suite/run.py --referee [extra pytest arguments]`` runs zarr's stateful
+hypothesis tests instead (``--run-slow-hypothesis``: the hierarchy and store state machines, and on
+zarr >= 3.4 the array-lifecycle machine), with zarr's own pipeline as the default and ours only on
+the store under test, so that the hierarchy machine's model arrays are computed by zarr's
+``BatchedCodecPipeline``. ``SPARSEZARR_REFEREE_EXAMPLES`` sets hypothesis's ``max_examples``
+(default 300, zarr's own setting).
 """
 
 from __future__ import annotations
@@ -40,15 +47,28 @@ def known_failures() -> Path:
 
 def main() -> int:
     target = suite_dir()
+    args = sys.argv[1:]
     env = dict(os.environ)
-    env["ZARR_CODEC_PIPELINE__PATH"] = "sparsezarr.Pipeline"
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["SPARSEZARR_KNOWN_FAILURES"] = str(known_failures())
+    if "--referee" in args:
+        args.remove("--referee")
+        env.pop("ZARR_CODEC_PIPELINE__PATH", None)
+        env["SPARSEZARR_REFEREE"] = "1"
+        selection = [
+            str(p.relative_to(target))
+            for p in (target / "tests" / "test_store" / "test_stateful.py", target / "tests" / "test_array_stateful.py")
+            if p.exists()
+        ]
+        selection += ["--run-slow-hypothesis", "--hypothesis-profile=sparsezarr-referee"]
+    else:
+        env["ZARR_CODEC_PIPELINE__PATH"] = "sparsezarr.Pipeline"
+        env["SPARSEZARR_KNOWN_FAILURES"] = str(known_failures())
+        selection = ["tests"]
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        "tests",
+        *selection,
         "-p",
         "sparsezarr_suite_plugin",
         "-p",
@@ -64,7 +84,7 @@ def main() -> int:
         "addopts=",
         "-ra",
         "--timeout=600",
-        *sys.argv[1:],
+        *args,
     ]
     return subprocess.run(cmd, cwd=target, env=env, check=False).returncode
 

@@ -15,7 +15,7 @@ from zarr.abc.store import Store
 from sparsezarr import _lib
 from sparsezarr._commit import swap_in
 from sparsezarr._settings import Settings, durable
-from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, refuse_v3_in_v2, resolve, rust_store, staging
+from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, native, reconsolidate, refuse_v3_in_v2, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressors,
     IndexDType,
@@ -89,7 +89,7 @@ class CsrWriter:
         local = local_dir(self._store, self._base)
         self._stage = exists and local is not None
         self._wstore: Store
-        self._wstore, self._path = staging(self._store, self._base) if self._stage else (self._store, self._base)
+        self._wstore, self._path = staging(self._store, self._base) if self._stage else (native(self._store), self._base)
         self._created_fresh = not exists
         chunk = DEFAULT_CHUNK if chunks is None else int(chunks)
         shard = DEFAULT_SHARD if shards == "default" else shards

@@ -11,7 +11,7 @@ import zarr
 from sparsezarr import _lib
 from sparsezarr._commit import swap_in
 from sparsezarr._settings import Settings, durable
-from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, reconsolidate, refuse_v3_in_v2, resolve, rust_store, staging
+from sparsezarr._stores import array_json, fsync_tree, key_prefix, local_dir, native, reconsolidate, refuse_v3_in_v2, resolve, rust_store, staging
 from sparsezarr.csr._arrays import (
     Compressed,
     Compressors,
@@ -150,7 +150,7 @@ class GroupWrite:
         self.stage = self.exists and self.local is not None
         self.write_store: Any
         self.write_path: str
-        self.write_store, self.write_path = staging(self.parent_store, self.base_path) if self.stage else (self.parent_store, self.base_path)
+        self.write_store, self.write_path = staging(self.parent_store, self.base_path) if self.stage else (native(self.parent_store), self.base_path)
         self.group = zarr.open_group(store=self.write_store, path=self.write_path or None, mode="w", zarr_format=3)
         names = ARRAY_NAMES[layout]
         self.arrays = (

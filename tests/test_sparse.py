@@ -353,3 +353,43 @@ def test_real_matrices_roundtrip_exactly(tmp_path):
         assert (col != m[:, [17]]).nnz == 0
         blk = a[100:400, 50:300]
         np.testing.assert_array_equal(blk.todense(), m[100:400, 50:300].toarray())
+
+
+# -- default chunk shapes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, density",
+    [((100_000, 20_000), 0.069), ((100_000, 20_000), 0.03), ((20_000, 100_000), 0.05), ((5_000_000, 30_000), 0.01), ((3000, 3000), 0.9)],
+)
+def test_default_chunks_of_2d_arrays_follow_the_documented_rule(shape, density):
+    """Bands of 256 along the shorter axis; along the longer one a power of two (256-65,536, or
+    the whole axis) putting between 2**15.5 and 2**16.5 stored values in a chunk."""
+    from sparsezarr.sparse import DEFAULT_BAND, DEFAULT_CHUNK_VALUES, default_chunks
+
+    chunks = default_chunks(shape, density)
+    short = 0 if shape[0] < shape[1] else 1
+    assert chunks[short] == min(DEFAULT_BAND, shape[short])
+    along = chunks[1 - short]
+    if along not in (256, 1 << 16, shape[1 - short]):
+        assert along & (along - 1) == 0
+        values = chunks[0] * chunks[1] * density
+        assert DEFAULT_CHUNK_VALUES / 2**0.5 <= values <= DEFAULT_CHUNK_VALUES * 2**0.5, (chunks, values)
+
+
+def test_from_scipy_chooses_chunks_from_the_datas_density(tmp_path):
+    """A sparser matrix gets taller chunks (the same stored values per chunk), and one column of
+    the default layout reads few chunks: the count of chunks a gene touches is rows / chunk rows."""
+    from sparsezarr.sparse import default_chunks
+
+    dense = sp.random(20_000, 1_000, density=0.05, format="csr", dtype="float32", random_state=3)
+    sparse_ = sp.random(20_000, 1_000, density=0.005, format="csr", dtype="float32", random_state=4)
+    a = sparsezarr.from_scipy(dense, tmp_path / "a.zarr")
+    b = sparsezarr.from_scipy(sparse_, tmp_path / "b.zarr")
+    assert a.chunks == default_chunks(dense.shape, dense.nnz / (20_000 * 1_000)) == (4096, 256)
+    assert b.chunks == default_chunks(sparse_.shape, sparse_.nnz / (20_000 * 1_000)) == (20_000, 256)
+    np.testing.assert_array_equal(b.to_scipy((slice(None), slice(7, 8))).toarray(), sparse_[:, [7]].toarray())
+    # Explicit chunks win, and an empty array created without data assumes the documented density.
+    assert sparsezarr.from_scipy(dense, tmp_path / "c.zarr", chunks=(1000, 100)).chunks == (1000, 100)
+    assert sparsezarr.create_sparse(tmp_path / "d.zarr", shape=(100_000, 20_000)).chunks == (4096, 256)
+    assert sparsezarr.create_sparse(tmp_path / "e.zarr", shape=(100_000, 20_000), density=0.01).chunks == (32768, 256)

@@ -51,14 +51,40 @@ SparseValue: TypeAlias = "sp.sparray | sp.spmatrix | pydata_sparse.SparseArray |
 
 __all__ = ["SparseArray", "SparseInfo", "create_sparse", "from_numpy", "from_scipy", "from_sparse", "open_sparse", "save_sparse"]
 
-#: Elements per chunk aimed at by the default chunk shape.
+#: Elements per chunk aimed at by the default chunk shape of arrays that are not 2-d.
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
+#: Stored values per chunk aimed at by the default chunk shape of 2-d arrays.
+DEFAULT_CHUNK_VALUES = 1 << 16
+#: Extent of a 2-d array's default chunks along its shorter axis (genes, in a cells x genes matrix).
+DEFAULT_BAND = 256
+#: Fraction of stored elements assumed for the default chunk shape when it is not known (an array
+#: created empty); single-cell count matrices hold 2-10%.
+DEFAULT_DENSITY = 0.05
 #: Chunks per shard aimed at by the default shard shape (arrays with more chunks than this).
 DEFAULT_CHUNKS_PER_SHARD = 64
 
 
-def default_chunks(shape: tuple[int, ...], target: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[int, ...]:
-    """Balanced chunk shape of about ``target`` elements: halve the largest dimension until it fits."""
+def default_chunks(shape: tuple[int, ...], density: float | None = None, target: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[int, ...]:
+    """The default chunk shape of a sparse array of ``shape`` holding a fraction ``density`` of
+    stored elements (``DEFAULT_DENSITY`` when not known).
+
+    2-d arrays (cells x genes): bands of ``DEFAULT_BAND`` along the shorter axis, and along the
+    longer one the power of two that puts about ``DEFAULT_CHUNK_VALUES`` stored values in a chunk
+    (256 to 65,536). One gene then reads ``1/(genes/256)`` of the data, in few chunks; a set of
+    random cells reads whole chunks of every band it touches, as a CSR layout reads whole chunks of
+    its data and indices. Measured against anndata's CSR layout and other shapes in
+    ``benches/sparse_defaults.py`` (BENCHMARKS.md, section 10).
+
+    Other ranks: balanced chunks of about ``target`` elements (halve the largest dimension until
+    it fits).
+    """
+    if len(shape) == 2 and all(shape):
+        d = DEFAULT_DENSITY if density is None or not density > 0 else min(float(density), 1.0)
+        short = 0 if shape[0] < shape[1] else 1
+        band = min(shape[short], DEFAULT_BAND)
+        along = 2 ** round(math.log2(max(1.0, DEFAULT_CHUNK_VALUES / (band * d))))
+        along = min(shape[1 - short], max(256, min(along, 1 << 16)))
+        return (band, along) if short == 0 else (along, band)
     chunks = [max(1, n) for n in shape]
     while math.prod(chunks) > target:
         d = int(np.argmax(chunks))
@@ -101,6 +127,7 @@ def create_sparse(
     dimension_names: list[str] | None = None,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
+    density: float | None = None,
 ) -> SparseArray:
     """Create an empty sparse array.
 
@@ -111,7 +138,9 @@ def create_sparse(
     shape, dtype
         Shape (any number of dimensions) and data type (booleans and numbers).
     chunks
-        Shape of the sparse chunks; default: balanced chunks of about 2**20 elements.
+        Shape of the sparse chunks; default (:func:`default_chunks`): for 2-d arrays, bands of 256
+        along the shorter axis, tall enough along the longer one for about 65,536 stored values
+        per chunk at ``density``; for other ranks, balanced chunks of about 2**20 elements.
     shards
         Shard shape (a multiple of ``chunks``), ``None`` for no sharding, or ``"auto"`` (default):
         shards of up to 64 chunks when the array has more than 64 chunks.
@@ -122,6 +151,9 @@ def create_sparse(
         ``"default"`` is zstd level 3, ``None`` stores them uncompressed.
     path
         Path of the array inside the store.
+    density
+        The fraction of elements expected to be stored, for the default chunk shape (default
+        0.05; ``save_sparse`` / ``from_scipy`` / ``from_sparse`` / ``from_numpy`` pass the data's).
     """
     shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
     np_dtype = np.dtype(dtype)
@@ -131,7 +163,7 @@ def create_sparse(
         raise ValueError("sparse arrays need at least one dimension")
     if np_dtype.kind in "fc" and np.isnan(np.asarray(fill_value, dtype=np_dtype)).any():
         raise ValueError("a NaN fill value is not allowed for sparse arrays (no value is ever equal to it)")
-    chunks = default_chunks(shape) if chunks is None else tuple(int(c) for c in chunks)
+    chunks = default_chunks(shape, density) if chunks is None else tuple(int(c) for c in chunks)
     if len(chunks) != len(shape) or any(c < 1 for c in chunks):
         raise ValueError(f"chunks {chunks} do not fit shape {shape}")
     if isinstance(shards, str):
@@ -180,10 +212,18 @@ def save_sparse(x: SparseValue, store: StoreLike, **kwargs: Any) -> SparseArray:
         x = np.asarray(x)
     shape = tuple(int(n) for n in x.shape)
     kwargs.setdefault("dtype", x.dtype)
+    if kwargs.get("chunks") is None and "density" not in kwargs and math.prod(shape):
+        kwargs["density"] = _stored_count(x) / math.prod(shape)
     arr = create_sparse(store, shape=shape, **kwargs)
     if shape and all(shape):
         arr[tuple(slice(None) for _ in shape)] = x
     return arr
+
+
+def _stored_count(x: Any) -> int:
+    """Entries ``x`` stores (scipy.sparse / pydata ``sparse``: ``nnz``; dense: non-zeros)."""
+    nnz = getattr(x, "nnz", None)
+    return int(nnz) if nnz is not None else int(np.count_nonzero(x))
 
 
 def from_scipy(matrix: sp.sparray | sp.spmatrix, store: StoreLike, **kwargs: Any) -> SparseArray:

@@ -212,8 +212,9 @@ def save_sparse(x: SparseValue, store: StoreLike, **kwargs: Any) -> SparseArray:
         x = np.asarray(x)
     shape = tuple(int(n) for n in x.shape)
     kwargs.setdefault("dtype", x.dtype)
-    if kwargs.get("chunks") is None and "density" not in kwargs and math.prod(shape):
-        kwargs["density"] = _stored_count(x) / math.prod(shape)
+    size: int = math.prod(shape)
+    if kwargs.get("chunks") is None and "density" not in kwargs and size:
+        kwargs["density"] = _stored_count(x) / size
     arr = create_sparse(store, shape=shape, **kwargs)
     if shape and all(shape):
         arr[tuple(slice(None) for _ in shape)] = x

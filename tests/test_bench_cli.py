@@ -18,8 +18,21 @@ def test_bench_runs_every_pipeline_and_case(tmp_path):
     # Nothing is left behind in the work directory.
     assert list(tmp_path.iterdir()) == []
     table = bench.render(results)
-    assert table.splitlines()[0] == "| case | zarr | sparsezarr | sparsezarr vs zarr |"
+    assert table.splitlines()[0] == "| case | zarr | sparsezarr | codec bound | sparsezarr vs zarr |"
     assert len(table.splitlines()) == 2 + len(bench.LAYOUTS) * 2
+    # The codec bound is measured in the same run: a positive time, and no pipeline beats it by
+    # much (it is the codec alone, in memory).
+    assert all(r.bound is not None and r.bound > 0 and r.median is not None and r.median >= r.seconds for r in results)
+    assert all(r.of_bound is not None and r.of_bound < 1.5 for r in results)
+
+
+def test_bench_naive_state_runs_each_call_in_a_fresh_process(tmp_path):
+    results = bench.run("smooth", size=1024, rounds=1, pipelines=["zarr", "sparsezarr"], workdir=tmp_path, progress=False, states=("naive",))
+    assert {r.case for r in results} == {f"full {op} ({layout}), naive" for op in ("write", "read") for layout in bench.LAYOUTS}
+    assert all(r.seconds > 0 and r.bound is not None for r in results)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="states"):
+        bench.run("smooth", size=1024, rounds=1, pipelines=["zarr"], workdir=tmp_path, progress=False, states=("fast",))
 
 
 def test_bench_data_kinds():

@@ -4,15 +4,26 @@ Every available pipeline (zarr-python's default ``BatchedCodecPipeline``, its op
 ``FusedCodecPipeline`` where the installed zarr has it (3.4 and later), the ``zarrs`` package if it
 is installed, and :class:`sparsezarr.Pipeline`) writes and reads the same array in the same
 run: a ``size`` x ``size`` float32 array, zstd level 1, in a ``LocalStore``, unsharded
-(256 x 256 chunks) and sharded (1024 x 1024 shards of 64 x 64 chunks). Times are the best of
-``rounds``; the pipelines take turns round by round, with glibc's malloc thresholds fixed (see
-:func:`steady_malloc`). Every write goes to a fresh directory whose files are flushed and dropped
-from the page cache after the timed call but kept until the end (see :func:`evict`); every
-pipeline reads the stores zarr-python wrote.
+(256 x 256 chunks) and sharded (1024 x 1024 shards of 64 x 64 chunks). The pipelines take turns
+round by round, and each case reports the best and the median of ``rounds``.
+
+Two states, so that the comparison cannot flatter anyone:
+
+* ``best``: each pipeline in its steady state, in this process: glibc's malloc thresholds fixed
+  (see :func:`steady_malloc`), every write to a fresh directory whose files are flushed and dropped
+  from the page cache after the timed call but kept until the end (see :func:`evict`), reads of
+  arrays opened once;
+* ``naive``: what a user's first call meets: each timed call in a fresh Python process with the
+  default allocator, writes over an existing array of the same shape (every chunk replaced), reads
+  the first of the process.
+
+The raw codec bound (the same chunks encoded and decoded by the Rust engine in memory, timed inside
+Rust: no store, no copy into an array) is measured in the same run, and each pipeline's full
+writes and reads are reported as a fraction of it (:func:`codec_bound`).
 
 This is the short version of ``benches/test_bench_pipeline.py`` (``python benches/report.py
-pipeline``), which also covers small reads, small writes into a shard, fancy indexing and the raw
-codec bound; ``BENCHMARKS.md`` records its results.
+pipeline``), which also covers small reads, small writes into a shard and fancy indexing;
+``BENCHMARKS.md`` records its results.
 """
 
 from __future__ import annotations
@@ -21,6 +32,9 @@ import importlib
 import importlib.util
 import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,6 +55,7 @@ __all__ = [
     "PIPELINES",
     "BenchResult",
     "available_pipelines",
+    "codec_bound",
     "create",
     "evict",
     "make_data",
@@ -75,14 +90,25 @@ LAYOUTS: dict[str, Layout] = {
 DATASETS = ("field", "smooth", "random")
 
 
+STATES = ("best", "naive")
+
+
 @dataclass(frozen=True)
 class BenchResult:
-    """The best time of one operation with one pipeline."""
+    """One operation with one pipeline: the best time of its rounds, their median, and the raw
+    codec bound of the same data (encode for writes, decode for reads), measured in the same run."""
 
     case: str
     pipeline: str
     seconds: float
     nbytes: int
+    median: float | None = None
+    bound: float | None = None
+
+    @property
+    def of_bound(self) -> float | None:
+        """The codec bound's time over this time (1.0: the pipeline runs at the codec's speed)."""
+        return None if self.bound is None else self.bound / self.seconds
 
 
 def make_data(kind: str = "field", n: int = 4096) -> np.ndarray:
@@ -175,6 +201,50 @@ def evict(path: str | os.PathLike[str]) -> None:
                 os.close(fd)
 
 
+def codec_bound(data: np.ndarray, layout: str, rounds: int = 3) -> tuple[float, float]:
+    """(encode, decode) seconds of the raw codec bound: every chunk of ``data`` (for ``sharded``:
+    every shard, its inner chunks and index) encoded, then decoded, by the Rust engine in memory
+    with the array's own codecs, best of ``rounds``, timed inside Rust."""
+    from sparsezarr import _lib
+
+    with tempfile.TemporaryDirectory() as d, _pipeline("sparsezarr"):
+        create(Path(d) / "a", data, layout)  # the metadata only: no chunk is written
+        meta = (Path(d) / "a" / "zarr.json").read_text()
+    unit = (LAYOUTS[layout].get("shards") or LAYOUTS[layout]["chunks"])[0]
+    n = data.shape[0] // unit
+    units = data.reshape(n, unit, n, unit).transpose(0, 2, 1, 3).reshape(n * n, unit * unit).copy().view(np.uint8)
+    enc, dec, _ = _lib.ArrayEngine(meta).codec_bound(units, rounds=rounds)
+    return enc, dec
+
+
+_CHILD = """
+import sys, time, numpy as np, zarr
+from sparsezarr import bench
+name, op, path, data_path = sys.argv[1:5]
+data = np.load(data_path)
+with bench._pipeline(name):
+    arr = zarr.open_array(path, mode="r+" if op == "write" else "r")
+    t = time.perf_counter()
+    if op == "write":
+        arr[:] = data
+    else:
+        out = arr[:]
+    dt = time.perf_counter() - t
+    if op == "read" and not np.array_equal(out, data):
+        raise SystemExit(name + " read different values")
+print(dt)
+"""
+
+
+def _naive(name: str, op: str, path: Path, data_path: Path) -> float:
+    """One timed call in a fresh Python process (the default allocator; the first call there)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, name, op, str(path), str(data_path)], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"naive {op} with {name} failed: {proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def run(
     dataset: str = "field",
     size: int = 4096,
@@ -182,17 +252,22 @@ def run(
     pipelines: list[str] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    states: tuple[str, ...] = ("best",),
 ) -> list[BenchResult]:
-    """Time full writes and full reads with each pipeline; returns one result per case and
-    pipeline. ``workdir`` (default: a temporary directory) must be on the file system to measure;
-    everything written there is removed at the end. Fixes this process's malloc thresholds (see
-    :func:`steady_malloc`)."""
+    """Time full writes and full reads with each pipeline, in each of ``states`` (``best``,
+    ``naive``: see the module's docstring); returns one result per case and pipeline, with the
+    codec bound measured in the same run. ``workdir`` (default: a temporary directory) must be on
+    the file system to measure; everything written there is removed at the end. Fixes this
+    process's malloc thresholds (see :func:`steady_malloc`)."""
     import zarr
 
     if size % 1024:
         raise ValueError("size must be a multiple of 1024 (the shard shape)")
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
+    bad_states = sorted(set(states) - set(STATES))
+    if not states or bad_states:
+        raise ValueError(f"states must be among {STATES}, got {list(states)}")
     names = pipelines or available_pipelines()
     unknown = sorted(set(names) - set(PIPELINES))
     if unknown:
@@ -200,7 +275,7 @@ def run(
     steady_malloc()
     data = make_data(dataset, size)
     root = Path(tempfile.mkdtemp(prefix="sparsezarr-bench-", dir=workdir))
-    cases = [(layout, op) for layout in LAYOUTS for op in ("write", "read")]
+    cases = [(state, layout, op) for state in states for layout in LAYOUTS for op in ("write", "read")]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -216,27 +291,41 @@ def run(
             for layout in LAYOUTS:
                 refs[layout] = root / f"ref-{layout}"
                 create(refs[layout], data, layout)[:] = data
-        for layout, op in cases:
-            best = dict.fromkeys(names, float("inf"))
+        bounds = {layout: codec_bound(data, layout, rounds) for layout in LAYOUTS}
+        data_path = root / "data.npy"
+        if "naive" in states:
+            np.save(data_path, data)
+        for state, layout, op in cases:
+            times: dict[str, list[float]] = {name: [] for name in names}
             readers = {}
-            if op == "read":
+            targets: dict[str, Path] = {}
+            if op == "read" and state == "best":
                 for name in names:
                     with _pipeline(name):
                         readers[name] = zarr.open_array(refs[layout], mode="r")
+            if op == "write" and state == "naive":
+                # The array each pipeline overwrites: written whole (by that pipeline) beforehand.
+                for name in names:
+                    targets[name] = root / f"naive-{layout}-{name}"
+                    with _pipeline(name):
+                        create(targets[name], data, layout)[:] = data
             # Pipelines take turns round by round, so that all of them meet the same state of the
             # machine (page cache, file system, other load) on average.
             for _ in range(rounds):
                 for name in names:
                     if bar is not None:
-                        bar.set_postfix_str(f"{op} {layout} {name}")
-                    if op == "write":
+                        bar.set_postfix_str(f"{state} {op} {layout} {name}")
+                    if state == "naive":
+                        os.sync()
+                        times[name].append(_naive(name, op, targets[name] if op == "write" else refs[layout], data_path))
+                    elif op == "write":
                         path = root / f"w-{layout}-{name}-{next(written)}"
                         with _pipeline(name):
                             arr = create(path, data, layout)
                         os.sync()
                         t = time.perf_counter()
                         arr[:] = data
-                        best[name] = min(best[name], time.perf_counter() - t)
+                        times[name].append(time.perf_counter() - t)
                         # Kept until the end, out of the page cache (see evict).
                         evict(path)
                         if not keep:
@@ -244,13 +333,20 @@ def run(
                     else:
                         t = time.perf_counter()
                         out = readers[name][:]
-                        best[name] = min(best[name], time.perf_counter() - t)
+                        times[name].append(time.perf_counter() - t)
                         if not np.array_equal(out, data):
                             raise AssertionError(f"{name} read different values from the {layout} store")
                         del out
                     if bar is not None:
                         bar.update()
-            results += [BenchResult(f"full {op} ({layout})", name, best[name], data.nbytes) for name in names]
+            if op == "write" and state == "naive":
+                for name in names:  # what the naive writes stored is what was written
+                    with _pipeline("zarr"):
+                        if not np.array_equal(zarr.open_array(targets[name], mode="r")[:], data):
+                            raise AssertionError(f"{name} stored different values in the {layout} store")
+            bound = bounds[layout][0 if op == "write" else 1]
+            case = f"full {op} ({layout})" + (", naive" if state == "naive" else "")
+            results += [BenchResult(case, name, min(v), data.nbytes, statistics.median(v), bound) for name, v in times.items()]
     finally:
         if bar is not None:
             bar.close()
@@ -259,19 +355,28 @@ def run(
 
 
 def render(results: list[BenchResult]) -> str:
-    """A markdown table: each pipeline's time and throughput per case, and sparsezarr's speed-up
-    over each other pipeline (above 1 = sparsezarr is faster)."""
+    """A markdown table: each pipeline's best time (median) and throughput per case, its fraction
+    of the raw codec bound, and sparsezarr's speed-up over each other pipeline (best over best;
+    above 1 = sparsezarr is faster)."""
     cases = list(dict.fromkeys(r.case for r in results))
     names = list(dict.fromkeys(r.pipeline for r in results))
     by = {(r.case, r.pipeline): r for r in results}
     others = [n for n in names if n != "sparsezarr"]
-    head = ["case", *names, *(f"sparsezarr vs {n}" for n in others if "sparsezarr" in names)]
+    head = ["case", *names, "codec bound", *(f"sparsezarr vs {n}" for n in others if "sparsezarr" in names)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in cases:
         cells = [case]
+        bound = None
         for n in names:
             r = by.get((case, n))
-            cells.append("" if r is None else f"{r.seconds * 1e3:.1f} ms, {r.nbytes / r.seconds / 1e6:.0f} MB/s")
+            if r is None:
+                cells.append("")
+                continue
+            median = "" if r.median is None else f" ({r.median * 1e3:.1f})"
+            of = "" if r.of_bound is None else f", {r.of_bound:.0%} of bound"
+            cells.append(f"{r.seconds * 1e3:.1f} ms{median}, {r.nbytes / r.seconds / 1e6:.0f} MB/s{of}")
+            bound = r.bound if r.bound is not None else bound
+        cells.append("" if bound is None else f"{bound * 1e3:.1f} ms")
         ours = by.get((case, "sparsezarr"))
         for n in others:
             r = by.get((case, n))

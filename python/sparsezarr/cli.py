@@ -88,14 +88,18 @@ def _bench(args: argparse.Namespace) -> int:
     from sparsezarr import bench
 
     names = bench.available_pipelines()
-    print(f"{args.size} x {args.size} float32 ({args.dataset} data), zstd level 1, LocalStore; best of {args.rounds}; pipelines: {', '.join(names)}")
+    print(f"{args.size} x {args.size} float32 ({args.dataset} data), zstd level 1, LocalStore; {args.rounds} rounds; pipelines: {', '.join(names)}")
     if "zarrs" not in names:
         print("(the zarrs package is not installed: pip install 'sparsezarr[bench]' to compare with it)")
     if "zarr-fused" not in names:
         import zarr
 
         print(f"(zarr {zarr.__version__} has no FusedCodecPipeline: zarr >= 3.4 adds it to the comparison)")
-    results = bench.run(args.dataset, size=args.size, rounds=args.rounds, pipelines=names, workdir=args.dir, progress=not args.quiet)
+    states = ("best", "naive") if args.state == "both" else (args.state,)
+    print("each cell: best time (median) of the rounds, throughput, and the fraction of the raw codec bound (Rust, in memory, same run)")
+    if "naive" in states:
+        print("naive: each call in a fresh process, default allocator, writes over an existing array")
+    results = bench.run(args.dataset, size=args.size, rounds=args.rounds, pipelines=names, workdir=args.dir, progress=not args.quiet, states=states)
     print(bench.render(results))
     return 0
 
@@ -165,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         "--dataset", choices=["field", "smooth", "random"], default="field", help="generated data (default: field, noisy measurements, zstd-bound)"
     )
     b.add_argument("--size", type=_int, default=4096, help="array side, a multiple of 1024 (default 4096: 64 MiB)")
-    b.add_argument("--rounds", type=int, default=3, help="rounds per case; the best is reported (default 3)")
+    b.add_argument("--rounds", type=int, default=3, help="rounds per case; the best and the median are reported (default 3)")
+    b.add_argument(
+        "--state",
+        choices=["best", "naive", "both"],
+        default="best",
+        help="best: steady state in one process; naive: each call in a fresh process, default allocator, overwriting (default: best)",
+    )
     b.add_argument("--dir", default=None, help="directory for the stores (default: the system's temporary directory)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_bench)

@@ -54,7 +54,10 @@ def coord_width(shape: tuple[int, ...]) -> int:
     return 8
 
 
-def default_sub_codecs(level: int = 3) -> tuple[Codec, ...]:
+def default_sub_codecs(level: int = 1) -> tuple[Codec, ...]:
+    """The default sub-chains of new sparse arrays: zstd level 1 on coordinates and values. On a
+    100,000 x 20,000 count matrix, level 3 stores 4% less (194 MB against 202 MB) and writes 15%
+    slower; decoding is as fast at either level (``benches/sparse_defaults.py``)."""
     return (BytesCodec(endian="little"), ZstdCodec(level=level, checksum=False))
 
 

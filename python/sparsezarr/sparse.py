@@ -148,7 +148,7 @@ def create_sparse(
         The value of every element that is not stored (default 0; NaN is refused).
     compressors
         Bytes-to-bytes codecs applied to both the coordinate and the value buffers of every chunk;
-        ``"default"`` is zstd level 3, ``None`` stores them uncompressed.
+        ``"default"`` is zstd level 1, ``None`` stores them uncompressed.
     path
         Path of the array inside the store.
     density

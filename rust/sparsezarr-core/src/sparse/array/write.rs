@@ -72,11 +72,19 @@ impl SparseArray {
             Some(csr) => Source::Csr(csr),
             None => Source::Buckets(entries.bucket(start, &self.inner, &first, &rgrid, nbuckets)?),
         };
+        let bands = match &source {
+            Source::Csr(_) => Some(CsrBands::new(start, shape, &self.inner, &first, &rgrid)),
+            Source::Buckets(_) => None,
+        };
         let fresh = |b: usize| -> Result<SparseChunk> {
             let rc = c_coords(b as u64, &rgrid);
             let origin: Vec<u64> = rc.iter().zip(&first).zip(&self.inner).map(|((&r, &f), &c)| (r + f) * c).collect();
             match &source {
-                Source::Csr(csr) => Ok(self.csr_chunk(entries, csr, start, shape, &origin)),
+                Source::Csr(csr) => {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let at = bands.as_ref().map(|bands| (bands, rc[0] as usize, rc[1] as usize));
+                    Ok(self.csr_chunk(entries, csr, start, shape, &origin, at))
+                }
                 Source::Buckets(buckets) => {
                     self.canonical(entries, &buckets.perm[buckets.offsets[b]..buckets.offsets[b + 1]], start, &origin, duplicates)
                 }
@@ -212,7 +220,19 @@ impl SparseArray {
     /// The canonical chunk at `origin` from sorted CSR input (rows `start[0]..`, columns relative
     /// to `start[1]`): per row, the entries whose columns fall in the chunk are one contiguous
     /// range, found by binary search, already in C order.
-    pub(super) fn csr_chunk(&self, entries: &Entries<'_>, csr: &SortedCsr<'_>, start: &[u64], shape: &[u64], origin: &[u64]) -> SparseChunk {
+    ///
+    /// With `bands` (the box's [`CsrBands`], and the chunk's row band and column band in the
+    /// box's chunk grid), the ranges come from the row band's table, built once for all of its
+    /// chunks by one pass over its entries; without, from two binary searches per row.
+    pub(super) fn csr_chunk(
+        &self,
+        entries: &Entries<'_>,
+        csr: &SortedCsr<'_>,
+        start: &[u64],
+        shape: &[u64],
+        origin: &[u64],
+        bands: Option<(&CsrBands, usize, usize)>,
+    ) -> SparseChunk {
         let es = self.elem().size();
         // Box-relative rows and columns covered by the chunk.
         let r0 = origin[0].max(start[0]) - start[0];
@@ -220,20 +240,34 @@ impl SparseArray {
         let c0 = origin[1].max(start[1]) - start[1];
         let c1 = (origin[1] + self.inner[1]).min(start[1] + shape[1]) - start[1];
         // Per row, the range of entries in the chunk's columns.
-        let ranges: Vec<(u64, usize, usize)> = (r0..r1)
-            .filter_map(|r| {
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let (a, b) = (csr.indptr.get(r as usize) as usize, csr.indptr.get(r as usize + 1) as usize);
-                if a == b {
-                    return None;
-                }
-                #[allow(clippy::cast_sign_loss)]
-                let lo = a + partition_point(b - a, |k| (csr.indices.get(a + k) as u64) < c0);
-                #[allow(clippy::cast_sign_loss)]
-                let hi = lo + partition_point(b - lo, |k| (csr.indices.get(lo + k) as u64) < c1);
-                (hi > lo).then_some((r, lo, hi))
-            })
-            .collect();
+        let ranges: Vec<(u64, usize, usize)> = if let Some((bands, rb, cb)) = bands {
+            let table = bands.table(rb, r0, r1, csr);
+            let w = bands.cols.len();
+            let found = (r0..r1)
+                .zip(table.chunks_exact(w))
+                .filter_map(|(r, row)| {
+                    let (lo, hi) = (row[cb], row[cb + 1]);
+                    (hi > lo).then_some((r, lo, hi))
+                })
+                .collect();
+            bands.done(rb);
+            found
+        } else {
+            (r0..r1)
+                .filter_map(|r| {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let (a, b) = (csr.indptr.get(r as usize) as usize, csr.indptr.get(r as usize + 1) as usize);
+                    if a == b {
+                        return None;
+                    }
+                    #[allow(clippy::cast_sign_loss)]
+                    let lo = a + partition_point(b - a, |k| (csr.indices.get(a + k) as u64) < c0);
+                    #[allow(clippy::cast_sign_loss)]
+                    let hi = lo + partition_point(b - lo, |k| (csr.indices.get(lo + k) as u64) < c1);
+                    (hi > lo).then_some((r, lo, hi))
+                })
+                .collect()
+        };
         let nnz: usize = ranges.iter().map(|&(_, lo, hi)| hi - lo).sum();
         let mut coords: Vec<u64> = Vec::with_capacity(2 * nnz);
         let mut values: Vec<u8> = Vec::with_capacity(nnz * es);
@@ -374,6 +408,74 @@ impl SparseArray {
 pub(super) enum Source<'a> {
     Csr(SortedCsr<'a>),
     Buckets(Buckets),
+}
+
+/// Where each row of sorted CSR input crosses the column boundaries of the written box's chunk
+/// grid: per band of chunk rows, a table of `rows x (column bands + 1)` entry positions, built by
+/// one linear pass over the band's entries when its first chunk is built, and dropped when its
+/// last one is (a table lives only while its band is being encoded). Building a chunk then takes
+/// two table lookups per row instead of two binary searches over the row's entries.
+pub(super) struct CsrBands {
+    /// Box-relative column boundaries: the first column of each chunk column band, and the end.
+    cols: Vec<u64>,
+    tables: Vec<std::sync::Mutex<Option<std::sync::Arc<Vec<usize>>>>>,
+    /// Chunks of each row band not built yet.
+    left: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+impl CsrBands {
+    fn new(start: &[u64], shape: &[u64], inner: &[u64], first: &[u64], rgrid: &[u64]) -> Self {
+        let cols = (0..=rgrid[1]).map(|k| ((first[1] + k) * inner[1]).clamp(start[1], start[1] + shape[1]) - start[1]).collect();
+        #[allow(clippy::cast_possible_truncation)]
+        let (nrb, ncb) = (rgrid[0] as usize, rgrid[1] as usize);
+        Self {
+            cols,
+            tables: (0..nrb).map(|_| std::sync::Mutex::new(None)).collect(),
+            left: (0..nrb).map(|_| std::sync::atomic::AtomicUsize::new(ncb)).collect(),
+        }
+    }
+
+    /// The table of row band `rb` (box-relative rows `r0..r1`), built if needed.
+    fn table(&self, rb: usize, r0: u64, r1: u64, csr: &SortedCsr<'_>) -> std::sync::Arc<Vec<usize>> {
+        let mut slot = self.tables[rb].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(t) = slot.as_ref() {
+            return t.clone();
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let mut t = Vec::with_capacity((r1 - r0) as usize * self.cols.len());
+        match csr.indices {
+            Indices::I32(v) => self.fill(&mut t, r0, r1, csr, v),
+            Indices::I64(v) => self.fill(&mut t, r0, r1, csr, v),
+        }
+        let t = std::sync::Arc::new(t);
+        *slot = Some(t.clone());
+        t
+    }
+
+    fn fill<T: Copy + Into<i64>>(&self, t: &mut Vec<usize>, r0: u64, r1: u64, csr: &SortedCsr<'_>, indices: &[T]) {
+        for r in r0..r1 {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let (a, b) = (csr.indptr.get(r as usize) as usize, csr.indptr.get(r as usize + 1) as usize);
+            let mut j = a;
+            for &c in &self.cols {
+                #[allow(clippy::cast_sign_loss)]
+                while j < b && (indices[j].into() as u64) < c {
+                    j += 1;
+                }
+                t.push(j);
+            }
+        }
+    }
+
+    /// One chunk of row band `rb` is built: drop the band's table after its last one. (A chunk
+    /// built again, after a conflicting write, rebuilds the table if it was dropped.)
+    fn done(&self, rb: usize) {
+        use std::sync::atomic::Ordering;
+        let left = self.left[rb].fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if left == Ok(1) {
+            *self.tables[rb].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
 }
 
 /// CSR input whose column indices are strictly increasing in every row.

@@ -5,7 +5,7 @@ use numpy::{PyArray1, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use sparsezarr_core::csr::{Array1d, CsrSource, CsrWriter, ElemType, Gathered, IntsIn, Major, filter_minor, write_matrix};
+use sparsezarr_core::csr::{Array1d, CsrSource, CsrWriter, ElemType, Gathered, IntsIn, Major, write_matrix};
 use sparsezarr_core::engine::Concurrency;
 use sparsezarr_core::engine::codec::EngineOptions;
 use sparsezarr_core::sparse::array::IndexVec;
@@ -96,7 +96,6 @@ pub(crate) fn gathered_to_py(py: Python<'_>, g: Gathered) -> PyResult<Bound<'_, 
 #[pyclass(frozen, name = "CsrReader", module = "sparsezarr._lib")]
 pub struct PyCsrReader {
     inner: CsrSource,
-    es: usize,
 }
 
 #[pymethods]
@@ -127,8 +126,7 @@ impl PyCsrReader {
             })?;
             CsrSource::new(data, indices, ptr, minor, threads)
         })?;
-        let es = inner.data().elem_size();
-        Ok(Self { inner, es })
+        Ok(Self { inner })
     }
 
     /// Number of rows (columns of a CSC matrix).
@@ -172,14 +170,10 @@ impl PyCsrReader {
             None => Major::Range { start, stop },
         };
         let src = &self.inner;
-        let es = self.es;
         let s = store.core();
-        let g = py.run_detached(|| {
-            let g = src.gather(s, major, huge_pages)?;
-            match &lut {
-                Some(l) => sparsezarr_core::runtime::run_in_pool(0, || filter_minor(&g, l, es)),
-                None => Ok(g),
-            }
+        let g = py.run_detached(|| match &lut {
+            Some(l) => src.gather_minor(s, major, l),
+            None => src.gather(s, major, huge_pages),
         })?;
         gathered_to_py(py, g)
     }

@@ -237,6 +237,249 @@ impl CsrSource {
     }
 }
 
+/// Values per block of [`CsrSource::gather_minor`]: the stored values of a block of rows are
+/// decoded into reused buffers and filtered before the next block is read, so a column subset of
+/// a large matrix never holds the whole matrix in memory.
+const MINOR_BLOCK: u64 = 1 << 22;
+
+/// A block reads only the `data` values it keeps (as element runs) when it keeps fewer than one
+/// value in this many; otherwise it decodes the block's `data` whole and picks from it.
+const SPARSE_PICK: usize = 32;
+
+/// Integers as stored in an `indices` array, read from native-order bytes.
+trait StoredInt {
+    /// Bytes per value.
+    const N: usize;
+    /// The `i`-th value of `b`, or `None` if it is negative.
+    fn at(b: &[u8], i: usize) -> Option<u64>;
+}
+
+macro_rules! stored_int {
+    ($($t:ty),*) => {$(
+        impl StoredInt for $t {
+            const N: usize = std::mem::size_of::<$t>();
+            #[inline]
+            fn at(b: &[u8], i: usize) -> Option<u64> {
+                let mut a = [0u8; std::mem::size_of::<$t>()];
+                a.copy_from_slice(&b[i * Self::N..(i + 1) * Self::N]);
+                #[allow(clippy::cast_lossless, clippy::useless_conversion)]
+                u64::try_from(<$t>::from_ne_bytes(a)).ok()
+            }
+        }
+    )*};
+}
+stored_int!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+/// What one piece of a block keeps: block-relative positions, new minor indices, kept per row.
+#[derive(Default)]
+struct KeptPiece {
+    pos: Vec<usize>,
+    ind: Vec<u32>,
+    per_row: Vec<u64>,
+}
+
+/// Filter the rows `rows` (lengths, starting at block offset `offset`) of a block's indices.
+fn keep_piece<T: StoredInt>(ind: &[u8], lens: &[u64], offset: usize, lut: &[u32], key: &str) -> Result<KeptPiece> {
+    let mut out = KeptPiece { per_row: Vec::with_capacity(lens.len()), ..KeptPiece::default() };
+    let mut k = offset;
+    for &len in lens {
+        let before = out.ind.len();
+        #[allow(clippy::cast_possible_truncation)]
+        for p in k..k + len as usize {
+            let v = T::at(ind, p);
+            let new = v.and_then(|j| usize::try_from(j).ok()).and_then(|j| lut.get(j).copied());
+            match new {
+                Some(u32::MAX) => {}
+                Some(n) => {
+                    out.pos.push(p);
+                    out.ind.push(n);
+                }
+                None => {
+                    let shown = v.map_or_else(|| "a negative value".to_string(), |j| format!("value {j}"));
+                    return Err(Error::decode(key, format!("stored indices: {shown} is out of range 0..{}", lut.len())));
+                }
+            }
+        }
+        k += len as usize;
+        out.per_row.push((out.ind.len() - before) as u64);
+    }
+    Ok(out)
+}
+
+impl CsrSource {
+    /// Gather rows keeping only the minor positions `lut` maps (`lut[j]` = new index of column
+    /// `j`, or -1 to drop it; one entry per column), renumbered; rows keep their order and their
+    /// values' stored order. The same result as [`gather`](Self::gather) followed by
+    /// [`filter_minor`], without holding the gathered rows: blocks of about four million stored
+    /// values are decoded into reused buffers and filtered in turn, and a block that keeps few
+    /// values decodes only the `data` chunks holding them.
+    ///
+    /// # Errors
+    /// Returns [`Error::InvalidArgument`] for a `lut` of the wrong length or with new indices of
+    /// 2^32 or more, [`Error::Selection`] for a row out of range, a decode error (naming the key)
+    /// for corrupt chunks or stored indices out of range.
+    pub fn gather_minor(&self, store: &dyn Store, major: Major<'_>, lut: &[i64]) -> Result<Gathered> {
+        if lut.len() as u64 != self.minor {
+            return Err(Error::InvalidArgument(format!("the column map has {} entries for {} columns", lut.len(), self.minor)));
+        }
+        let lut32: Vec<u32> = lut
+            .iter()
+            .map(|&v| if v < 0 { Ok(u32::MAX) } else { u32::try_from(v).ok().filter(|&v| v < u32::MAX).ok_or(()) })
+            .collect::<std::result::Result<_, ()>>()
+            .map_err(|()| Error::InvalidArgument("new column indices must be below 2^32 - 1".into()))?;
+        let new_minor = lut32.iter().filter(|&&v| v != u32::MAX).map(|&v| u64::from(v) + 1).max().unwrap_or(0);
+        let n_major = self.major_len();
+        #[allow(clippy::cast_possible_truncation)]
+        let span = |r: u64| (self.indptr[r as usize], self.indptr[r as usize + 1] - self.indptr[r as usize]);
+        let spans: Vec<(u64, u64)> = match major {
+            Major::Range { start, stop } => {
+                if start > stop || stop > n_major {
+                    return Err(Error::Selection(format!("rows {start}..{stop} out of range for {n_major} rows")));
+                }
+                (start..stop).map(span).collect()
+            }
+            Major::List(rows) => rows
+                .iter()
+                .map(|&r| if r < n_major { Ok(span(r)) } else { Err(Error::Selection(format!("row {r} out of range for {n_major} rows"))) })
+                .collect::<Result<_>>()?,
+        };
+        let es = self.data.elem_size();
+        let isz = self.index_kind.size();
+        let key = self.indices.path();
+        let mut data: Vec<u8> = Vec::new();
+        let mut ind: Vec<u32> = Vec::new();
+        let mut per_row: Vec<u64> = Vec::with_capacity(spans.len());
+        let (mut ind_buf, mut data_buf): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+        let mut a = 0usize;
+        run_in_pool(self.threads, || {
+            while a < spans.len() {
+                // The next block: rows a..b, about MINOR_BLOCK values (at least one row).
+                let mut b = a;
+                let mut total = 0u64;
+                while b < spans.len() && (b == a || total + spans[b].1 <= MINOR_BLOCK) {
+                    total += spans[b].1;
+                    b += 1;
+                }
+                let rows = &spans[a..b];
+                let mut runs: Vec<(u64, u64)> = Vec::new();
+                for &(s, n) in rows {
+                    match runs.last_mut() {
+                        Some(last) if last.0 + last.1 == s => last.1 += n,
+                        _ if n > 0 => runs.push((s, n)),
+                        _ => {}
+                    }
+                }
+                let n = usize::try_from(total).map_err(|_| Error::InvalidArgument("rows too large".into()))?;
+                ind_buf.resize(n * isz, 0);
+                self.indices.read_runs(store, &runs, &mut ind_buf)?;
+                // Pieces of rows with about equal value counts, filtered in parallel.
+                let want = (total / 64).max(1 << 14);
+                let mut pieces: Vec<(usize, usize, usize)> = Vec::new(); // (first row, end row, block offset)
+                let (mut r0, mut off, mut acc) = (0usize, 0usize, 0u64);
+                for (i, &(_, len)) in rows.iter().enumerate() {
+                    acc += len;
+                    if acc >= want || i + 1 == rows.len() {
+                        pieces.push((r0, i + 1, off));
+                        #[allow(clippy::cast_possible_truncation)]
+                        {
+                            off += acc as usize;
+                        }
+                        r0 = i + 1;
+                        acc = 0;
+                    }
+                }
+                let lens: Vec<u64> = rows.iter().map(|r| r.1).collect();
+                let filter = |&(r0, r1, off): &(usize, usize, usize)| -> Result<KeptPiece> {
+                    let l = &lens[r0..r1];
+                    match self.index_kind {
+                        ElemType::I8 => keep_piece::<i8>(&ind_buf, l, off, &lut32, key),
+                        ElemType::I16 => keep_piece::<i16>(&ind_buf, l, off, &lut32, key),
+                        ElemType::I32 => keep_piece::<i32>(&ind_buf, l, off, &lut32, key),
+                        ElemType::I64 => keep_piece::<i64>(&ind_buf, l, off, &lut32, key),
+                        ElemType::U8 => keep_piece::<u8>(&ind_buf, l, off, &lut32, key),
+                        ElemType::U16 => keep_piece::<u16>(&ind_buf, l, off, &lut32, key),
+                        ElemType::U32 => keep_piece::<u32>(&ind_buf, l, off, &lut32, key),
+                        ElemType::U64 => keep_piece::<u64>(&ind_buf, l, off, &lut32, key),
+                        other => Err(Error::InvalidMetadata(format!("indices must hold integers, not {}", other.name()))),
+                    }
+                };
+                let kept: Vec<KeptPiece> = pieces.par_iter().map(filter).collect::<Result<_>>()?;
+                let n_kept: usize = kept.iter().map(|k| k.ind.len()).sum();
+                let base = data.len();
+                data.resize(base + n_kept * es, 0);
+                let tail = &mut data[base..];
+                if n_kept == 0 {
+                } else if n_kept * SPARSE_PICK < n {
+                    // Few values kept: read just those (runs of neighbours merged).
+                    let mut kr: Vec<(u64, u64)> = Vec::new();
+                    let mut row = 0usize;
+                    let mut row_off = 0usize; // block offset of `row`
+                    for k in &kept {
+                        for &p in &k.pos {
+                            #[allow(clippy::cast_possible_truncation)]
+                            while p >= row_off + rows[row].1 as usize {
+                                row_off += rows[row].1 as usize;
+                                row += 1;
+                            }
+                            let at = rows[row].0 + (p - row_off) as u64;
+                            match kr.last_mut() {
+                                Some(last) if last.0 + last.1 == at => last.1 += 1,
+                                _ => kr.push((at, 1)),
+                            }
+                        }
+                    }
+                    self.data.read_runs(store, &kr, tail)?;
+                } else {
+                    data_buf.resize(n * es, 0);
+                    self.data.read_runs(store, &runs, &mut data_buf)?;
+                    let mut parts: Vec<(&KeptPiece, &mut [u8])> = Vec::with_capacity(kept.len());
+                    let mut rest = tail;
+                    for k in &kept {
+                        let (head, r) = rest.split_at_mut(k.pos.len() * es);
+                        parts.push((k, head));
+                        rest = r;
+                    }
+                    let src = &data_buf;
+                    parts.into_par_iter().for_each(|(k, out)| {
+                        for (o, &p) in out.chunks_exact_mut(es).zip(&k.pos) {
+                            o.copy_from_slice(&src[p * es..(p + 1) * es]);
+                        }
+                    });
+                }
+                for k in kept {
+                    ind.extend_from_slice(&k.ind);
+                    per_row.extend_from_slice(&k.per_row);
+                }
+                a = b;
+            }
+            Ok(())
+        })?;
+        let nnz = ind.len();
+        let wide = nnz as u64 > i32::MAX as u64 || new_minor > i32::MAX as u64;
+        #[allow(clippy::cast_possible_wrap)]
+        let (indices, indptr) = if wide {
+            let mut ptr = Vec::with_capacity(per_row.len() + 1);
+            let mut acc = 0i64;
+            ptr.push(0);
+            ptr.extend(per_row.iter().map(|&c| {
+                acc += c as i64;
+                acc
+            }));
+            (IndexVec::I64(ind.into_iter().map(i64::from).collect()), IndexVec::I64(ptr))
+        } else {
+            let mut ptr = Vec::with_capacity(per_row.len() + 1);
+            let mut acc = 0i32;
+            ptr.push(0);
+            ptr.extend(per_row.iter().map(|&c| {
+                acc += c as i32;
+                acc
+            }));
+            (IndexVec::I32(ind.into_iter().map(|v| v as i32).collect()), IndexVec::I32(ptr))
+        };
+        Ok(Gathered { data, indices, indptr, nnz })
+    }
+}
+
 /// Keep only the minor-axis positions `lut` maps (`lut[j]` = new index of column `j`, or -1 to
 /// drop it), renumbering them; rows keep their order and their values' stored order.
 ///
@@ -409,12 +652,38 @@ mod tests {
             assert_eq!((s..e).map(|k| f.indices.get(k)).collect::<Vec<_>>(), want);
         }
         assert!(src.gather(&store, Major::List(&[50]), false).is_err());
+        // gather_minor gives what gather + filter_minor give: for ranges and lists with repeats,
+        // keeping many columns (whole data blocks decoded) or one (only the kept values read).
+        let one: Vec<i64> = (0..40).map(|j| if j == 12 { 0 } else { -1 }).collect();
+        let shuffled: Vec<i64> = (0..40).map(|j| if j % 3 == 0 { 39 - j } else { -1 }).collect();
+        for lut in [&lut, &one, &shuffled] {
+            for major in [Major::Range { start: 0, stop: 50 }, Major::Range { start: 10, stop: 20 }, Major::List(&rows), Major::List(&[])] {
+                let want = filter_minor(&src.gather(&store, major, false).unwrap(), lut, 4).unwrap();
+                let got = src.gather_minor(&store, major, lut).unwrap();
+                assert_eq!(got.nnz, want.nnz);
+                assert_eq!(got.data, want.data);
+                assert_eq!(
+                    (0..got.nnz).map(|i| got.indices.get(i)).collect::<Vec<_>>(),
+                    (0..want.nnz).map(|i| want.indices.get(i)).collect::<Vec<_>>()
+                );
+                assert_eq!(got.indptr.len(), want.indptr.len());
+                assert_eq!(
+                    (0..got.indptr.len()).map(|i| got.indptr.get(i)).collect::<Vec<_>>(),
+                    (0..want.indptr.len()).map(|i| want.indptr.get(i)).collect::<Vec<_>>()
+                );
+            }
+        }
+        assert!(src.gather_minor(&store, Major::List(&[50]), &lut).is_err());
+        assert!(src.gather_minor(&store, Major::Range { start: 0, stop: 5 }, &lut[..39]).unwrap_err().to_string().contains("40 columns"));
         // Stored indices out of range are reported, not returned.
         let (indptr2, _, _) = matrix();
         let data2 = Array1d::from_metadata_json(&meta(nnz, "float32", 64, 8), "X/data/", o(), c()).unwrap();
         let indices2 = Array1d::from_metadata_json(&meta(nnz, "uint16", 64, 8), "X/indices/", o(), c()).unwrap();
         let narrow = CsrSource::new(data2, indices2, indptr2, 30, 2).unwrap();
         assert!(narrow.gather(&store, Major::Range { start: 0, stop: 50 }, false).unwrap_err().to_string().contains("out of range"));
+        let lut30: Vec<i64> = (0..30).collect();
+        let err = narrow.gather_minor(&store, Major::Range { start: 0, stop: 50 }, &lut30).unwrap_err();
+        assert!(err.to_string().contains("out of range") && err.to_string().contains("X/indices"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -319,6 +319,11 @@ impl CsrSource {
     /// 2^32 or more, [`Error::Selection`] for a row out of range, a decode error (naming the key)
     /// for corrupt chunks or stored indices out of range.
     pub fn gather_minor(&self, store: &dyn Store, major: Major<'_>, lut: &[i64]) -> Result<Gathered> {
+        self.gather_minor_in_blocks(store, major, lut, MINOR_BLOCK)
+    }
+
+    /// [`gather_minor`](Self::gather_minor) with blocks of about `block` values.
+    fn gather_minor_in_blocks(&self, store: &dyn Store, major: Major<'_>, lut: &[i64], block: u64) -> Result<Gathered> {
         if lut.len() as u64 != self.minor {
             return Err(Error::InvalidArgument(format!("the column map has {} entries for {} columns", lut.len(), self.minor)));
         }
@@ -353,10 +358,10 @@ impl CsrSource {
         let mut a = 0usize;
         run_in_pool(self.threads, || {
             while a < spans.len() {
-                // The next block: rows a..b, about MINOR_BLOCK values (at least one row).
+                // The next block: rows a..b, about `block` values (at least one row).
                 let mut b = a;
                 let mut total = 0u64;
-                while b < spans.len() && (b == a || total + spans[b].1 <= MINOR_BLOCK) {
+                while b < spans.len() && (b == a || total + spans[b].1 <= block) {
                     total += spans[b].1;
                     b += 1;
                 }
@@ -409,6 +414,7 @@ impl CsrSource {
                 data.resize(base + n_kept * es, 0);
                 let tail = &mut data[base..];
                 if n_kept == 0 {
+                    // Nothing of this block is kept: its `data` is not read at all.
                 } else if n_kept * SPARSE_PICK < n {
                     // Few values kept: read just those (runs of neighbours merged).
                     let mut kr: Vec<(u64, u64)> = Vec::new();
@@ -659,18 +665,16 @@ mod tests {
         for lut in [&lut, &one, &shuffled] {
             for major in [Major::Range { start: 0, stop: 50 }, Major::Range { start: 10, stop: 20 }, Major::List(&rows), Major::List(&[])] {
                 let want = filter_minor(&src.gather(&store, major, false).unwrap(), lut, 4).unwrap();
-                let got = src.gather_minor(&store, major, lut).unwrap();
-                assert_eq!(got.nnz, want.nnz);
-                assert_eq!(got.data, want.data);
-                assert_eq!(
-                    (0..got.nnz).map(|i| got.indices.get(i)).collect::<Vec<_>>(),
-                    (0..want.nnz).map(|i| want.indices.get(i)).collect::<Vec<_>>()
-                );
-                assert_eq!(got.indptr.len(), want.indptr.len());
-                assert_eq!(
-                    (0..got.indptr.len()).map(|i| got.indptr.get(i)).collect::<Vec<_>>(),
-                    (0..want.indptr.len()).map(|i| want.indptr.get(i)).collect::<Vec<_>>()
-                );
+                // One block, and blocks of a few values (rows cut across chunks, several blocks).
+                for block in [MINOR_BLOCK, 1, 5, 17] {
+                    let got = src.gather_minor_in_blocks(&store, major, lut, block).unwrap();
+                    assert_eq!(got.nnz, want.nnz);
+                    assert_eq!(got.data, want.data);
+                    let ind = |g: &Gathered| (0..g.nnz).map(|i| g.indices.get(i)).collect::<Vec<_>>();
+                    let ptr = |g: &Gathered| (0..g.indptr.len()).map(|i| g.indptr.get(i)).collect::<Vec<_>>();
+                    assert_eq!(ind(&got), ind(&want));
+                    assert_eq!(ptr(&got), ptr(&want));
+                }
             }
         }
         assert!(src.gather_minor(&store, Major::List(&[50]), &lut).is_err());

@@ -76,7 +76,15 @@ impl ArrayMeta {
     ///
     /// # Errors
     /// As [`parse`](Self::parse).
-    pub fn from_metadata(metadata: ArrayMetadata, prefix: &str) -> Result<Self> {
+    pub fn from_metadata(mut metadata: ArrayMetadata, prefix: &str) -> Result<Self> {
+        // A zarr v2 array without dimensions has nothing to transpose, so its order is moot; zarrs
+        // 0.23 builds an empty transpose for `"order": "F"` through `unwrap_unchecked` on an error
+        // (undefined behaviour, found by the `metadata_json` fuzzer): hand it `"C"` instead.
+        if let ArrayMetadata::V2(v2) = &mut metadata
+            && v2.shape.is_empty()
+        {
+            v2.order = zarrs::metadata::v2::ArrayMetadataV2Order::C;
+        }
         let (zarr_format, chunk_shape) = match &metadata {
             ArrayMetadata::V3(v3) => {
                 if !v3.storage_transformers.is_empty() {
@@ -151,6 +159,19 @@ mod tests {
         let m = ArrayMeta::parse(v2, "x/").unwrap();
         assert_eq!((m.zarr_format, m.keys.key(&[4]), m.data_type_name()), (2, "x/4".to_string(), "int64".to_string()));
         assert_eq!(m.chunk_shape, vec![4]);
+    }
+
+    #[test]
+    fn a_zarr_v2_array_without_dimensions_in_f_order_is_read_as_c_order() {
+        // Found by the metadata_json fuzzer: zarrs reached `unreachable_unchecked` on it.
+        let doc = |order: &str| format!(r#"{{"shape":[],"chunks":[],"dtype":"<f4","fill_value":0,"order":"{order}","zarr_format":2}}"#);
+        let f = ArrayMeta::parse(&doc("F"), "").unwrap();
+        let c = ArrayMeta::parse(&doc("C"), "").unwrap();
+        assert_eq!((f.shape.len(), f.chunk_shape.len()), (0, 0));
+        assert_eq!(serde_json::to_string(&f.codecs).unwrap(), serde_json::to_string(&c.codecs).unwrap());
+        // With dimensions, F order still becomes a transpose.
+        let f2 = ArrayMeta::parse(&doc("F").replace(r#""shape":[],"chunks":[]"#, r#""shape":[4,6],"chunks":[2,3]"#), "").unwrap();
+        assert!(serde_json::to_string(&f2.codecs).unwrap().contains("transpose"));
     }
 
     #[test]

@@ -274,6 +274,15 @@ def test_scalar_and_zero_d(make_store, ours):
     assert a[()] == 2.5
     a[()] = 7.25
     assert a[()] == 7.25
+    # A zarr v2 array without dimensions in F order (zarrs alone hit undefined behaviour on its
+    # metadata; found by the metadata_json fuzzer): read and written natively, as zarr does.
+    s2 = make_store()
+    f = zarr.create_array(store=s2, shape=(), dtype="<f4", zarr_format=2, order="F", fill_value=0)
+    assert_native(f)
+    f[()] = 3.5
+    assert f[()] == 3.5
+    with use_pipeline(ZARR_DEFAULT):
+        assert zarr.open_array(s2)[()] == 3.5
     b = zarr.create_array(store=make_store(), shape=(5, 5), chunks=(2, 2), dtype="u1")
     b[:] = 3
     b[1:4, 2] = 9

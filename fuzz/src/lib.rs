@@ -3,6 +3,10 @@
 //! `cargo test`. Each takes arbitrary bytes and must return (errors are fine): a panic, a crash
 //! or an allocation that the metadata does not imply is a finding.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sparsezarr_core::csr::array1d::Array1d;
 use sparsezarr_core::engine::codec::EngineOptions;
 use sparsezarr_core::engine::selection::DimSel;
@@ -11,6 +15,62 @@ use sparsezarr_core::metadata::ArrayMeta;
 use sparsezarr_core::sparse::{ReadFormat, SparseArray};
 use sparsezarr_core::store::{Encoded, MemoryStore, Store, WriteMode};
 use sparsezarr_core::virt::Document;
+
+/// The most memory an input may hold allocated at once, in one allocation or several (the
+/// fuzzer's own corpus, a few MiB, included). The seed arrays' chunks are a few KiB decoded, and
+/// parsing metadata or a virtual document must not allocate by what it declares.
+pub const LIMIT: usize = 256 << 20;
+
+/// The system allocator with a limit: an allocation that would take the bytes held above
+/// [`LIMIT`] aborts the process, and libFuzzer keeps the input as a crash. libFuzzer's own
+/// `-malloc_limit_mb` needs a sanitizer's malloc hooks, which a `--sanitizer none` build does not
+/// have, and `-rss_limit_mb` only samples the RSS once a second; this catches both kinds of
+/// allocation in every build of these bodies (the fuzzers and `cargo test`'s corpus replay).
+pub struct Limited;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+impl Limited {
+    fn admit(size: usize) {
+        let live = LIVE.fetch_add(size, Ordering::Relaxed).saturating_add(size);
+        if live > LIMIT {
+            // No formatting: nothing here may allocate.
+            let _ = std::io::stderr().write_all(b"sparsezarr-fuzz: allocation over the limit (LIMIT in fuzz/src/lib.rs)\n");
+            std::process::abort();
+        }
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the bookkeeping only counts.
+unsafe impl GlobalAlloc for Limited {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::admit(layout.size());
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::admit(layout.size());
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::admit(new_size);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Limited = Limited;
 
 /// Metadata of real dense arrays (written by zarr-python; `fuzz/make_corpus.py`).
 pub const DENSE_METADATA: [&str; 5] = [

@@ -18,9 +18,18 @@ use crate::error::{Error, Result};
 
 #[derive(Debug)]
 enum Stage {
-    Zstd { level: i32, checksum: bool },
+    Zstd {
+        level: i32,
+        checksum: bool,
+    },
     Crc32c,
-    Zarrs { codec: Arc<dyn BytesToBytesCodecTraits>, decoded: BytesRepresentation },
+    /// A codec run by zarrs; `blosc` marks a Blosc codec, whose header's decoded size is checked
+    /// against `decoded` first (zarrs allocates what the header claims).
+    Zarrs {
+        codec: Arc<dyn BytesToBytesCodecTraits>,
+        decoded: BytesRepresentation,
+        blosc: bool,
+    },
 }
 
 /// A chain of bytes-to-bytes codecs.
@@ -51,7 +60,7 @@ impl BytesChain {
                 }
                 "crc32c" => Stage::Crc32c,
                 _ => match Codec::from_metadata(meta) {
-                    Ok(Codec::BytesToBytes(codec)) => Stage::Zarrs { codec, decoded },
+                    Ok(Codec::BytesToBytes(codec)) => Stage::Zarrs { codec, decoded, blosc: name == "blosc" },
                     Ok(_) => return Err(Error::InvalidMetadata(format!("codec {name} is not a bytes-to-bytes codec"))),
                     Err(e) => {
                         if meta.must_understand() {
@@ -68,7 +77,7 @@ impl BytesChain {
                     BytesRepresentation::BoundedSize(n) => BytesRepresentation::BoundedSize(n + 4),
                     BytesRepresentation::UnboundedSize => BytesRepresentation::UnboundedSize,
                 },
-                Stage::Zarrs { codec, decoded } => codec.encoded_representation(decoded),
+                Stage::Zarrs { codec, decoded, .. } => codec.encoded_representation(decoded),
             };
             stages.push(stage);
         }
@@ -92,7 +101,7 @@ impl BytesChain {
         for stage in &self.stages {
             size = match stage {
                 Stage::Crc32c => size + 4,
-                Stage::Zarrs { codec, decoded } => match codec.encoded_representation(decoded) {
+                Stage::Zarrs { codec, decoded, .. } => match codec.encoded_representation(decoded) {
                     BytesRepresentation::FixedSize(n) => n,
                     _ => return None,
                 },
@@ -171,7 +180,12 @@ impl BytesChain {
                     }
                 })
             }
-            Stage::Zarrs { codec, decoded } => codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err),
+            Stage::Zarrs { codec, decoded, blosc } => {
+                if *blosc {
+                    check_blosc_size(&bytes, *decoded)?;
+                }
+                codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err)
+            }
         }
     }
 
@@ -194,6 +208,22 @@ impl BytesChain {
         }
         Ok(bytes)
     }
+}
+
+/// Refuse a Blosc frame whose header claims a decoded size other than the one the codec chain
+/// implies (`decoded`: the chunk's bytes, or a bound): zarrs allocates whatever the header claims
+/// (up to 4 GiB) before decompressing. Frames too short for a header are left to Blosc's checks.
+fn check_blosc_size(bytes: &[u8], decoded: BytesRepresentation) -> Result<()> {
+    let Some(h) = bytes.get(4..8) else {
+        return Ok(());
+    };
+    let claimed = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+    let fits = match decoded {
+        BytesRepresentation::FixedSize(n) => claimed == n,
+        BytesRepresentation::BoundedSize(n) => claimed <= n,
+        BytesRepresentation::UnboundedSize => true,
+    };
+    if fits { Ok(()) } else { Err(Error::decode("", format!("blosc header claims {claimed} decoded bytes; the array's codecs give {decoded}"))) }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -351,5 +381,27 @@ fn zstd_encode(src: &[u8], level: i32, checksum: bool) -> Result<Vec<u8>> {
     match r {
         Ok(_) => Ok(out),
         Err(code) => Err(Error::encode("", format!("zstd: {}", zstd_safe::get_error_name(code)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blosc_header_claiming_another_size_is_refused_before_allocating() {
+        let meta: MetadataV3 =
+            serde_json::from_str(r#"{"name":"blosc","configuration":{"cname":"zstd","clevel":1,"shuffle":"shuffle","typesize":4,"blocksize":0}}"#)
+                .unwrap();
+        let chain = BytesChain::new(&[meta], BytesRepresentation::FixedSize(4096), &EngineOptions::default()).unwrap();
+        let value: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let encoded = chain.encode(Cow::Borrowed(&value)).unwrap().into_owned();
+        assert_eq!(chain.decode(Cow::Borrowed(&encoded)).unwrap().as_ref(), value.as_slice());
+        for claim in [u32::MAX, 4095, 4097] {
+            let mut hostile = encoded.clone();
+            hostile[4..8].copy_from_slice(&claim.to_le_bytes());
+            let err = chain.decode(Cow::Borrowed(&hostile)).unwrap_err().to_string();
+            assert!(err.contains(&format!("blosc header claims {claim} decoded bytes")), "{err}");
+        }
     }
 }

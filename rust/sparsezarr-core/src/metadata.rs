@@ -60,6 +60,34 @@ pub struct ArrayMeta {
 /// The most dimensions an array may have (tensorstore's limit; zarr sets none).
 pub const MAX_RANK: usize = 32;
 
+/// The largest element a data type may declare (16 MiB: a fixed-length string of 4M characters).
+/// zarrs builds the fill value when it parses metadata, so `"dtype": "<U68973482"` alone would
+/// allocate 276 MB, and a longer one abort the process (found by the `metadata_json` fuzzer).
+pub const MAX_ELEMENT_BYTES: u64 = 16 << 20;
+
+/// The element size a data type declares, where it declares one: v2 `<U{n}` (4n bytes),
+/// `|S{n}` and `|V{n}` (n bytes); v3 `r{bits}` and a `length_bytes` configuration.
+fn declared_element_bytes(metadata: &ArrayMetadata) -> Option<u64> {
+    match metadata {
+        ArrayMetadata::V2(v2) => {
+            let serde_json::Value::String(dtype) = serde_json::to_value(&v2.dtype).ok()? else { return None };
+            let body = dtype.trim_start_matches(['<', '>', '|', '=']);
+            let (kind, n) = body.split_at_checked(1)?;
+            let n: u64 = n.parse().ok()?;
+            match kind {
+                "U" => Some(n.saturating_mul(4)),
+                "S" | "V" => Some(n),
+                _ => None,
+            }
+        }
+        ArrayMetadata::V3(v3) => {
+            let from_config = v3.data_type.configuration().and_then(|c| c.get("length_bytes")).and_then(serde_json::Value::as_u64);
+            let raw_bits = v3.data_type.name().strip_prefix('r').and_then(|b| b.parse::<u64>().ok()).map(|bits| bits.div_ceil(8));
+            from_config.or(raw_bits)
+        }
+    }
+}
+
 impl ArrayMeta {
     /// Parse array metadata JSON; chunk keys get `prefix` (the array's path in the store
     /// followed by `/`, or empty) in front.
@@ -84,6 +112,11 @@ impl ArrayMeta {
             && v2.shape.is_empty()
         {
             v2.order = zarrs::metadata::v2::ArrayMetadataV2Order::C;
+        }
+        if let Some(n) = declared_element_bytes(&metadata)
+            && n > MAX_ELEMENT_BYTES
+        {
+            return Err(Error::InvalidMetadata(format!("elements of {n} bytes; at most {MAX_ELEMENT_BYTES} are supported")));
         }
         let (zarr_format, chunk_shape) = match &metadata {
             ArrayMetadata::V3(v3) => {
@@ -159,6 +192,21 @@ mod tests {
         let m = ArrayMeta::parse(v2, "x/").unwrap();
         assert_eq!((m.zarr_format, m.keys.key(&[4]), m.data_type_name()), (2, "x/4".to_string(), "int64".to_string()));
         assert_eq!(m.chunk_shape, vec![4]);
+    }
+
+    #[test]
+    fn data_types_declaring_huge_elements_are_refused_before_zarrs_builds_their_fill_value() {
+        let v2 = |dtype: &str| format!(r#"{{"shape":[2],"chunks":[2],"dtype":"{dtype}","fill_value":null,"order":"C","zarr_format":2}}"#);
+        for dtype in ["<U68973482", "|S999999999999", "|V17000000"] {
+            let err = ArrayMeta::parse(&v2(dtype), "").unwrap_err();
+            assert!(matches!(err, Error::InvalidMetadata(_)) && err.to_string().contains("bytes; at most"), "{dtype}: {err}");
+        }
+        // A short string type is not refused by the size check (whatever else zarrs says of it).
+        assert!(!ArrayMeta::parse(&v2("<U16"), "").is_err_and(|e| e.to_string().contains("bytes; at most")));
+        let v3 = v3(r#"{"name":"default"}"#)
+            .replace(r#""data_type":"int32""#, r#""data_type":"r536870912""#)
+            .replace(r#""fill_value":7"#, r#""fill_value":"0x00""#);
+        assert!(ArrayMeta::parse(&v3, "").unwrap_err().to_string().contains("bytes; at most"));
     }
 
     #[test]

@@ -462,25 +462,18 @@ impl CsrSource {
         })?;
         let nnz = ind.len();
         let wide = nnz as u64 > i32::MAX as u64 || new_minor > i32::MAX as u64;
-        #[allow(clippy::cast_possible_wrap)]
+        let mut acc = 0u64;
+        let offsets: Vec<u64> = std::iter::once(0)
+            .chain(per_row.iter().map(|&c| {
+                acc += c;
+                acc
+            }))
+            .collect();
+        #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
         let (indices, indptr) = if wide {
-            let mut ptr = Vec::with_capacity(per_row.len() + 1);
-            let mut acc = 0i64;
-            ptr.push(0);
-            ptr.extend(per_row.iter().map(|&c| {
-                acc += c as i64;
-                acc
-            }));
-            (IndexVec::I64(ind.into_iter().map(i64::from).collect()), IndexVec::I64(ptr))
+            (IndexVec::I64(ind.into_iter().map(i64::from).collect()), IndexVec::I64(offsets.iter().map(|&v| v as i64).collect()))
         } else {
-            let mut ptr = Vec::with_capacity(per_row.len() + 1);
-            let mut acc = 0i32;
-            ptr.push(0);
-            ptr.extend(per_row.iter().map(|&c| {
-                acc += c as i32;
-                acc
-            }));
-            (IndexVec::I32(ind.into_iter().map(|v| v as i32).collect()), IndexVec::I32(ptr))
+            (IndexVec::I32(ind.into_iter().map(|v| v as i32).collect()), IndexVec::I32(offsets.iter().map(|&v| v as i32).collect()))
         };
         Ok(Gathered { data, indices, indptr, nnz })
     }

@@ -153,13 +153,14 @@ def _pipeline(name: str) -> Iterator[None]:
         yield
 
 
-def create(path: str | os.PathLike[str], data: np.ndarray, layout: str) -> zarr.Array:
-    """An empty array shaped and typed like ``data``, zstd level 1, with one of the ``LAYOUTS``,
-    created with the current codec pipeline."""
+def create(path: str | os.PathLike[str], data: np.ndarray, layout: str | Layout) -> zarr.Array:
+    """An empty array shaped and typed like ``data``, zstd level 1, with one of the ``LAYOUTS``
+    (or a layout of its own), created with the current codec pipeline."""
     import zarr
     from zarr.codecs import ZstdCodec
 
-    return zarr.create_array(store=path, shape=data.shape, dtype=data.dtype, compressors=ZstdCodec(level=1), **LAYOUTS[layout])
+    chosen = LAYOUTS[layout] if isinstance(layout, str) else layout
+    return zarr.create_array(store=path, shape=data.shape, dtype=data.dtype, compressors=ZstdCodec(level=1), **chosen)
 
 
 def steady_malloc() -> bool:
@@ -214,11 +215,7 @@ def codec_bound(data: np.ndarray, layout: str, rounds: int = 3) -> tuple[float, 
 
     chunks = LAYOUTS[layout]["chunks"]
     with tempfile.TemporaryDirectory() as d, _pipeline("sparsezarr"):
-        import zarr
-        from zarr.codecs import ZstdCodec
-
-        # The metadata only: no chunk is written.
-        zarr.create_array(store=Path(d) / "a", shape=data.shape, dtype=data.dtype, compressors=ZstdCodec(level=1), chunks=chunks)
+        create(Path(d) / "a", data, {"chunks": chunks})  # the metadata only: no chunk is written
         meta = (Path(d) / "a" / "zarr.json").read_text()
     unit = chunks[0]
     n = data.shape[0] // unit

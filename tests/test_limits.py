@@ -106,6 +106,24 @@ CASES = {
         """,
         "ValueError: done",
     ),
+    "gzip stream inflating far past its chunk": (
+        """
+        import resource, zlib
+        zarr.config.set({"codec_pipeline.path": "sparsezarr.Pipeline"})
+        store = zarr.storage.MemoryStore()
+        a = zarr.create_array(store, shape=(4096,), chunks=(1024,), dtype="int32", compressors=zarr.codecs.GzipCodec(level=1), fill_value=0)
+        a[:] = 1
+        gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # a gzip member holding 1 GiB of zeros, ~1 MB
+        block = bytes(1 << 20)
+        bomb = b"".join(gz.compress(block) for _ in range(1024)) + gz.flush()
+        store._store_dict["c/0"] = zarr.core.buffer.cpu.Buffer.from_bytes(bomb)
+        # Room for what the array implies (16 KiB), not for what the stream inflates to.
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + (512 << 20), used + (512 << 20)))
+        a[:]
+        """,
+        "CorruptChunkError",
+    ),
     "virtual document nested 1,000 deep": (
         """
         leaf = {"kind": "array", "path": "a"}

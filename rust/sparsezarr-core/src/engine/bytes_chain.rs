@@ -23,13 +23,42 @@ enum Stage {
         checksum: bool,
     },
     Crc32c,
-    /// A codec run by zarrs; `blosc` marks a Blosc codec, whose header's decoded size is checked
-    /// against `decoded` first (zarrs allocates what the header claims).
+    /// A codec run by zarrs (encoding always; decoding unless `guard` takes it over).
     Zarrs {
         codec: Arc<dyn BytesToBytesCodecTraits>,
         decoded: BytesRepresentation,
-        blosc: bool,
+        guard: Guard,
     },
+}
+
+/// What keeps a codec run by zarrs from allocating more than the array's codecs imply when it
+/// decodes (`decoded`, the stage's output: the chunk's bytes, or a bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// Nothing to check: the codec's output has a fixed size or is as long as its input.
+    None,
+    /// zarrs allocates the decoded size a Blosc header claims (up to 4 GiB): checked first.
+    Blosc,
+    /// zarrs decodes streams (`read_to_end`), so output grows by whatever the input inflates to
+    /// (deflate: about 1000 times, bzip2 far more). Where the output's size is known, the stream
+    /// is decoded here, with the same decoder, and stops one byte past it.
+    Gzip,
+    /// As [`Guard::Gzip`], for zlib streams.
+    Zlib,
+    /// As [`Guard::Gzip`], for bzip2 streams.
+    Bz2,
+}
+
+impl Guard {
+    fn of(name: &str) -> Self {
+        match name.strip_prefix("numcodecs.").unwrap_or(name) {
+            "blosc" => Self::Blosc,
+            "gzip" => Self::Gzip,
+            "zlib" => Self::Zlib,
+            "bz2" => Self::Bz2,
+            _ => Self::None,
+        }
+    }
 }
 
 /// A chain of bytes-to-bytes codecs.
@@ -60,7 +89,7 @@ impl BytesChain {
                 }
                 "crc32c" => Stage::Crc32c,
                 _ => match Codec::from_metadata(meta) {
-                    Ok(Codec::BytesToBytes(codec)) => Stage::Zarrs { codec, decoded, blosc: name == "blosc" },
+                    Ok(Codec::BytesToBytes(codec)) => Stage::Zarrs { codec, decoded, guard: Guard::of(name) },
                     Ok(_) => return Err(Error::InvalidMetadata(format!("codec {name} is not a bytes-to-bytes codec"))),
                     Err(e) => {
                         if meta.must_understand() {
@@ -180,9 +209,13 @@ impl BytesChain {
                     }
                 })
             }
-            Stage::Zarrs { codec, decoded, blosc } => {
-                if *blosc {
-                    check_blosc_size(&bytes, *decoded)?;
+            Stage::Zarrs { codec, decoded, guard } => {
+                match guard {
+                    Guard::Blosc => check_blosc_size(&bytes, *decoded)?,
+                    Guard::Gzip | Guard::Zlib | Guard::Bz2 if *decoded != BytesRepresentation::UnboundedSize => {
+                        return decode_stream_bounded(*guard, &bytes, *decoded).map(Cow::Owned);
+                    }
+                    _ => {}
                 }
                 codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err)
             }
@@ -224,6 +257,36 @@ fn check_blosc_size(bytes: &[u8], decoded: BytesRepresentation) -> Result<()> {
         BytesRepresentation::UnboundedSize => true,
     };
     if fits { Ok(()) } else { Err(Error::decode("", format!("blosc header claims {claimed} decoded bytes; the array's codecs give {decoded}"))) }
+}
+
+/// Decode a gzip, zlib or bzip2 stream (the decoders zarrs uses, so the same streams are accepted)
+/// whose output the array's codecs bound (`decoded`): decoding stops one byte past the bound, and
+/// a stream that decodes to more, or to another size than a fixed one, is corrupt.
+fn decode_stream_bounded(guard: Guard, bytes: &[u8], decoded: BytesRepresentation) -> Result<Vec<u8>> {
+    use std::io::Read;
+    /// Room reserved up front at most; larger outputs grow as they decode.
+    const RESERVE: u64 = 16 << 20;
+    let (limit, exact) = match decoded {
+        BytesRepresentation::FixedSize(n) => (n, true),
+        BytesRepresentation::BoundedSize(n) => (n, false),
+        BytesRepresentation::UnboundedSize => return Err(Error::decode("", "an unbounded stream reached the bounded decoder")),
+    };
+    let (name, reader): (&str, Box<dyn Read + '_>) = match guard {
+        Guard::Gzip => ("gzip", Box::new(flate2::bufread::GzDecoder::new(bytes))),
+        Guard::Zlib => ("zlib", Box::new(flate2::read::ZlibDecoder::new(bytes))),
+        Guard::Bz2 => ("bz2", Box::new(bzip2::read::BzDecoder::new(bytes))),
+        Guard::None | Guard::Blosc => return Err(Error::decode("", "not a stream codec")),
+    };
+    let mut out = Vec::with_capacity(usize::try_from(limit.min(RESERVE)).unwrap_or(0));
+    reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| Error::decode("", format!("{name}: {e}")))?;
+    let got = out.len() as u64;
+    if got > limit {
+        return Err(Error::decode("", format!("{name}: the stream decodes to more than the {limit} bytes the array's codecs give")));
+    }
+    if exact && got != limit {
+        return Err(Error::decode("", format!("{name}: the stream decodes to {got} bytes; the array's codecs give {limit}")));
+    }
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -402,6 +465,33 @@ mod tests {
             hostile[4..8].copy_from_slice(&claim.to_le_bytes());
             let err = chain.decode(Cow::Borrowed(&hostile)).unwrap_err().to_string();
             assert!(err.contains(&format!("blosc header claims {claim} decoded bytes")), "{err}");
+        }
+    }
+
+    /// A stream that inflates past what the chain implies is refused after decoding one byte past
+    /// it, for each streaming codec, while streams of the right size decode as zarrs decodes them.
+    #[test]
+    fn streams_decode_no_further_than_the_chunk() {
+        for (name, config) in [("gzip", r#"{"level":6}"#), ("numcodecs.zlib", r#"{"level":6}"#), ("numcodecs.bz2", r#"{"level":9}"#)] {
+            let meta: MetadataV3 = serde_json::from_str(&format!(r#"{{"name":"{name}","configuration":{config}}}"#)).unwrap();
+            let chain = |n| BytesChain::new(std::slice::from_ref(&meta), BytesRepresentation::FixedSize(n), &EngineOptions::default()).unwrap();
+            let value: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+            let small = chain(4096);
+            let encoded = small.encode(Cow::Borrowed(&value)).unwrap().into_owned();
+            assert_eq!(small.decode(Cow::Borrowed(&encoded)).unwrap().as_ref(), value.as_slice(), "{name}");
+            // The same stream under zarrs alone (no bound) decodes to the same bytes.
+            let Stage::Zarrs { codec, decoded, .. } = &small.stages[0] else { panic!("{name} is not run by zarrs") };
+            assert_eq!(codec.decode(Cow::Borrowed(&encoded), decoded, &CodecOptions::default()).unwrap().as_ref(), value.as_slice());
+            // A bomb: 64 MiB of zeros where the chunk has 4096 bytes.
+            let bomb = chain(64 << 20).encode(Cow::Owned(vec![0u8; 64 << 20])).unwrap().into_owned();
+            assert!(bomb.len() < 1 << 20, "{name}: {} bytes", bomb.len());
+            let err = small.decode(Cow::Borrowed(&bomb)).unwrap_err().to_string();
+            assert!(err.contains("decodes to more than the 4096 bytes"), "{name}: {err}");
+            // Short of the chunk, and within a bound.
+            let err = chain(4097).decode(Cow::Borrowed(&encoded)).unwrap_err().to_string();
+            assert!(err.contains("decodes to 4096 bytes; the array's codecs give 4097"), "{name}: {err}");
+            let bounded = BytesChain::new(std::slice::from_ref(&meta), BytesRepresentation::BoundedSize(5000), &EngineOptions::default()).unwrap();
+            assert_eq!(bounded.decode(Cow::Borrowed(&encoded)).unwrap().as_ref(), value.as_slice(), "{name}");
         }
     }
 }

@@ -5,6 +5,7 @@ Usage::
 
     python benches/report.py pipeline            # benches/test_bench_pipeline.py
     python benches/report.py pipeline --json out.json
+    python benches/report.py singlecell -- -k test_read     # pytest arguments after --
 
 Every benchmark records ``extra_info`` with a ``case``, the ``pipeline`` (or tool) it ran and the
 ``bytes`` it moved. Times are the best (minimum) round. For each case the table shows every tool's
@@ -141,8 +142,12 @@ def main() -> None:
     ap.add_argument("suite", help="suite name: benches/test_bench_<suite>.py")
     ap.add_argument("--json", type=Path, help="keep the raw pytest-benchmark JSON here")
     ap.add_argument("--from-json", type=Path, help="only render an existing JSON file")
-    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    args = ap.parse_args()
+    # Everything after "--" goes to pytest (argparse would take "-k" for an option of its own,
+    # and a positional list after "suite" is filled, empty, before "--" is reached).
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])
+    args.pytest_args = argv[cut + 1 :]
     if args.from_json:
         results = json.loads(args.from_json.read_text())
     else:

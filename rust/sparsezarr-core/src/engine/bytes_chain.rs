@@ -35,17 +35,21 @@ enum Stage {
 /// decodes (`decoded`, the stage's output: the chunk's bytes, or a bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Guard {
-    /// Nothing to check: the codec's output has a fixed size or is as long as its input.
+    /// Nothing to check: the codec's output is as long as its input, or shorter.
     None,
     /// zarrs allocates the decoded size a Blosc header claims (up to 4 GiB): checked first.
     Blosc,
     /// zarrs decodes streams (`read_to_end`), so output grows by whatever the input inflates to
     /// (deflate: about 1000 times, bzip2 far more). Where the output's size is known, the stream
     /// is decoded here, with the same decoder, and stops one byte past it.
+    Stream(StreamCodec),
+}
+
+/// The streaming decoders [`Guard::Stream`] bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamCodec {
     Gzip,
-    /// As [`Guard::Gzip`], for zlib streams.
     Zlib,
-    /// As [`Guard::Gzip`], for bzip2 streams.
     Bz2,
 }
 
@@ -53,9 +57,9 @@ impl Guard {
     fn of(name: &str) -> Self {
         match name.strip_prefix("numcodecs.").unwrap_or(name) {
             "blosc" => Self::Blosc,
-            "gzip" => Self::Gzip,
-            "zlib" => Self::Zlib,
-            "bz2" => Self::Bz2,
+            "gzip" => Self::Stream(StreamCodec::Gzip),
+            "zlib" => Self::Stream(StreamCodec::Zlib),
+            "bz2" => Self::Stream(StreamCodec::Bz2),
             _ => Self::None,
         }
     }
@@ -212,10 +216,12 @@ impl BytesChain {
             Stage::Zarrs { codec, decoded, guard } => {
                 match guard {
                     Guard::Blosc => check_blosc_size(&bytes, *decoded)?,
-                    Guard::Gzip | Guard::Zlib | Guard::Bz2 if *decoded != BytesRepresentation::UnboundedSize => {
-                        return decode_stream_bounded(*guard, &bytes, *decoded).map(Cow::Owned);
-                    }
-                    _ => {}
+                    Guard::Stream(stream) => match *decoded {
+                        BytesRepresentation::FixedSize(n) => return decode_stream_bounded(*stream, &bytes, n, true).map(Cow::Owned),
+                        BytesRepresentation::BoundedSize(n) => return decode_stream_bounded(*stream, &bytes, n, false).map(Cow::Owned),
+                        BytesRepresentation::UnboundedSize => {}
+                    },
+                    Guard::None => {}
                 }
                 codec.decode(bytes, decoded, &self.codec_options).map_err(codec_err)
             }
@@ -260,22 +266,16 @@ fn check_blosc_size(bytes: &[u8], decoded: BytesRepresentation) -> Result<()> {
 }
 
 /// Decode a gzip, zlib or bzip2 stream (the decoders zarrs uses, so the same streams are accepted)
-/// whose output the array's codecs bound (`decoded`): decoding stops one byte past the bound, and
-/// a stream that decodes to more, or to another size than a fixed one, is corrupt.
-fn decode_stream_bounded(guard: Guard, bytes: &[u8], decoded: BytesRepresentation) -> Result<Vec<u8>> {
+/// whose output is at most `limit` bytes (exactly `limit` if `exact`): decoding stops one byte
+/// past it, and a stream that decodes to more, or to another size than an exact one, is corrupt.
+fn decode_stream_bounded(stream: StreamCodec, bytes: &[u8], limit: u64, exact: bool) -> Result<Vec<u8>> {
     use std::io::Read;
     /// Room reserved up front at most; larger outputs grow as they decode.
     const RESERVE: u64 = 16 << 20;
-    let (limit, exact) = match decoded {
-        BytesRepresentation::FixedSize(n) => (n, true),
-        BytesRepresentation::BoundedSize(n) => (n, false),
-        BytesRepresentation::UnboundedSize => return Err(Error::decode("", "an unbounded stream reached the bounded decoder")),
-    };
-    let (name, reader): (&str, Box<dyn Read + '_>) = match guard {
-        Guard::Gzip => ("gzip", Box::new(flate2::bufread::GzDecoder::new(bytes))),
-        Guard::Zlib => ("zlib", Box::new(flate2::read::ZlibDecoder::new(bytes))),
-        Guard::Bz2 => ("bz2", Box::new(bzip2::read::BzDecoder::new(bytes))),
-        Guard::None | Guard::Blosc => return Err(Error::decode("", "not a stream codec")),
+    let (name, reader): (&str, Box<dyn Read + '_>) = match stream {
+        StreamCodec::Gzip => ("gzip", Box::new(flate2::bufread::GzDecoder::new(bytes))),
+        StreamCodec::Zlib => ("zlib", Box::new(flate2::read::ZlibDecoder::new(bytes))),
+        StreamCodec::Bz2 => ("bz2", Box::new(bzip2::read::BzDecoder::new(bytes))),
     };
     let mut out = Vec::with_capacity(usize::try_from(limit.min(RESERVE)).unwrap_or(0));
     reader.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|e| Error::decode("", format!("{name}: {e}")))?;
